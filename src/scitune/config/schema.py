@@ -1,0 +1,189 @@
+"""Typed configuration dataclasses; attribute docstrings become the CLI's ``--help`` text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class VisionConfig:
+    """The vision encoder."""
+
+    name: str = "clip-vit-l-14"
+    """Vision encoder registry key (`scitune ls vision-encoders`)."""
+    path: str | None = None
+    """Hub id or local folder of the weights; empty = the registry entry's default hub id."""
+    feature_layer: int = -2
+    """Hidden layer whose features feed the connector (-2 = penultimate, as LLaVA)."""
+    select: Literal["patch", "cls_patch"] = "patch"
+    """Which tokens to keep: patch tokens only, or the CLS token followed by the patch tokens."""
+    trainable: bool = False
+    """Train the vision encoder too (both stages keep it frozen by default)."""
+
+
+@dataclass
+class ProjectorConfig:
+    """The connector from vision features to LLM embeddings."""
+
+    name: str = "linear"
+    """Projector registry key: linear (SciTune, LLaVA-1), mlp2x-gelu (LLaVA-1.5), identity."""
+
+
+@dataclass
+class LlmConfig:
+    """The decoder language model."""
+
+    path: str = "huggyllama/llama-7b"
+    """Hub id or local folder of any AutoModelForCausalLM."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or folder; empty = same as `path`."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the frozen weights are loaded in."""
+    attn_implementation: str | None = None
+    """Attention backend passed to transformers (sdpa, eager, flash_attention_2); empty = transformers' default."""
+
+
+@dataclass
+class ModelConfig:
+    """The vision-language model: encoder, connector and LLM."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    image_token: str = "<image>"
+    """Placeholder string marking where an image goes in the text."""
+    init_from: str | None = None
+    """A scitune checkpoint to start from (e.g. the align stage's output for finetune); overrides the parts above."""
+
+
+@dataclass
+class DataConfig:
+    """Training data."""
+
+    train: str | None = None
+    """Canonical JSONL (or LLaVA .json list) of training records."""
+    image_root: str | None = None
+    """Folder that relative image paths are resolved against; empty = the data file's folder."""
+    template: str = "scitune"
+    """Chat template registry key: scitune, plain, vicuna-v1, chat-template."""
+    max_length: int = 2048
+    """Context length; a longer sample is an error (never cut silently)."""
+    skip_bad_samples: bool = False
+    """Train on the valid records and write the skipped ids to the run dir instead of stopping."""
+    group_by_length: bool = False
+    """Sample batches of similar length (less padding)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule (one per stage preset)."""
+
+    lr: float = 2e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norms)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_ratio: float = 0.03
+    """Fraction of steps with linear warmup."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warmup."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = off)."""
+    fused: bool = False
+    """Use torch's fused AdamW (CUDA only)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"--optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr <= 0:
+            raise ValueError(f"--optim.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters for the finetune stage (peft)."""
+
+    r: int = 0
+    """LoRA rank; 0 = full finetuning."""
+    alpha: int = 16
+    """LoRA alpha."""
+    dropout: float = 0.05
+    """LoRA dropout."""
+    target_modules: str = "all-linear"
+    """Modules to adapt (peft's `target_modules`; comma-separated names or all-linear)."""
+
+
+@dataclass
+class TrainConfig:
+    """The training run."""
+
+    stage: Literal["align", "finetune"] = "align"
+    """align: train the connector only; finetune: connector + LLM."""
+    out_dir: str = "runs/scitune"
+    """Run directory (config, metrics, checkpoints)."""
+    epochs: float = 1.0
+    """Passes over the data."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1 = run all epochs)."""
+    global_batch_size: int = 128
+    """Samples per optimizer step over all processes."""
+    micro_batch_size: int = 4
+    """Samples per forward pass per process; accumulation = global / (micro * processes)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision via accelerate."""
+    gradient_checkpointing: bool = False
+    """Recompute LLM activations in the backward pass."""
+    seed: int = 42
+    """Seed for initialisation, data order and dropout."""
+    log_every: int = 1
+    """Write metrics every N steps."""
+    save_every: int = 0
+    """Checkpoint every N steps (0 = only at the end)."""
+    keep_last: int = 2
+    """Keep the newest K step checkpoints."""
+    resume: str | None = None
+    """'latest' or a checkpoint folder to continue from exactly."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    report_to: list[str] = field(default_factory=list)
+    """Extra trackers (tensorboard, wandb); metrics.jsonl is always written."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"--train.global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"--train.micro_batch_size ({self.micro_batch_size})"
+            )
+        if self.lora.r and self.stage != "finetune":
+            raise ValueError("--train.lora.r applies to the finetune stage; set --train.stage finetune or r=0")
+
+
+@dataclass
+class RunConfig:
+    """Everything a `scitune train` run needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings."""
+
+    max_new_tokens: int = 256
+    """Most tokens to generate."""
+    temperature: float = 0.0
+    """0 = greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    stop: list[str] = field(default_factory=list)
+    """Extra stop strings (the template's own stop is always used)."""

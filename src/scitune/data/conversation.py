@@ -1,0 +1,57 @@
+"""Canonical records (LLaVA conversation schema) and their messages; structural checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn: role is system | user | assistant."""
+
+    role: str
+    content: str
+
+
+def record_images(record: dict[str, Any]) -> list[str]:
+    """The record's image paths in order (``image`` may be a string, a list or null/absent)."""
+    img = record.get("image")
+    if img is None or img == "":
+        return []
+    if isinstance(img, str):
+        return [img]
+    if isinstance(img, list) and all(isinstance(x, str) for x in img):
+        return list(img)
+    raise ValueError(f"'image' must be a path, a list of paths or null, got {type(img).__name__}")
+
+
+def record_messages(record: dict[str, Any]) -> list[Message]:
+    """Turn a record's ``conversations`` into messages, checking the structure.
+
+    Raises:
+        ValueError: no conversations, an unknown role, non-alternating roles, or no assistant turn.
+    """
+    conv = record.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise ValueError("record has no 'conversations' list")
+    msgs: list[Message] = []
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise ValueError(f"turn {i} must be an object with a string 'value'")
+        role = ROLE_OF.get(str(turn.get("from", "")).lower())
+        if role is None:
+            raise ValueError(f"turn {i} has unknown role {turn.get('from')!r} (use human/gpt or user/assistant)")
+        msgs.append(Message(role, turn["value"]))
+    if isinstance(record.get("system"), str):
+        msgs.insert(0, Message("system", record["system"]))
+    body = msgs[1:] if msgs[0].role == "system" else msgs
+    for i, m in enumerate(body):
+        want = "user" if i % 2 == 0 else "assistant"
+        if m.role != want:
+            raise ValueError(f"roles must alternate human, gpt, human, ...: turn {i} is {m.role}, expected {want}")
+    if not any(m.role == "assistant" for m in body):
+        raise ValueError("record has no assistant (gpt) turn to train on")
+    return msgs

@@ -1,0 +1,178 @@
+"""Reading, validating and serving training records: a full report of bad samples before training starts."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from scitune.data.conversation import record_images, record_messages
+from scitune.data.templates import ChatTemplate
+from scitune.data.tokenize import Encoded, ImageSlots, encode_conversation
+from scitune.io import DataError
+
+
+@dataclass
+class Problem:
+    """One bad record: where it is, its id, and what is wrong."""
+
+    location: str
+    record_id: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location} [id={self.record_id}]: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of checking every record of a data file."""
+
+    path: str
+    total: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self, limit: int = 50) -> str:
+        lines = [f"{self.path}: {self.total} records, {len(self.problems)} bad"]
+        lines += [f"  {p}" for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"  ... and {len(self.problems) - limit} more")
+        return "\n".join(lines)
+
+
+def scan_file(path: str | os.PathLike[str]) -> tuple[list[tuple[str, dict]], list[Problem]]:
+    """Read a JSONL or LLaVA JSON-list file, collecting malformed lines as problems instead of stopping."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    records: list[tuple[str, dict]] = []
+    problems: list[Problem] = []
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+        data = data if isinstance(data, list) else [data]
+        for i, rec in enumerate(data):
+            loc = f"{path}: record #{i}"
+            if isinstance(rec, dict):
+                records.append((loc, rec))
+            else:
+                problems.append(Problem(loc, "?", f"expected a JSON object, got {type(rec).__name__}"))
+        return records, problems
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            loc = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(Problem(loc, "?", f"malformed JSON line: {e.msg} (column {e.colno})"))
+                continue
+            if not isinstance(rec, dict):
+                problems.append(Problem(loc, "?", f"expected a JSON object, got {type(rec).__name__}"))
+                continue
+            records.append((loc, rec))
+    return records, problems
+
+
+def load_image(path: Path) -> Image.Image:
+    """Open and fully decode an image as RGB; raise `DataError` naming the file on any failure."""
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+@dataclass
+class Sample:
+    """A validated record: its id, encoding and resolved image paths."""
+
+    id: str
+    encoded: Encoded
+    images: list[Path]
+
+
+def check_record(
+    rec: dict[str, Any], tokenizer: Any, template: ChatTemplate, slots: ImageSlots, image_root: Path, max_length: int
+) -> Sample:
+    """Validate one record and encode it; raise ``ValueError``/`DataError` describing the first problem."""
+    messages = record_messages(rec)
+    images = [image_root / p for p in record_images(rec)]
+    n_placeholders = sum(m.content.count(slots.placeholder) for m in messages if m.role == "user")
+    if n_placeholders != len(images):
+        raise ValueError(f"{n_placeholders} {slots.placeholder} placeholder(s) but {len(images)} image(s)")
+    for p in images:
+        load_image(p)
+    enc = encode_conversation(messages, tokenizer, template, slots)
+    if len(enc) > max_length:
+        raise ValueError(
+            f"sample is {len(enc)} tokens (incl. {enc.n_images * slots.count} image tokens), over the context "
+            f"--data.max_length={max_length}; shorten it or raise the limit (nothing is cut silently)"
+        )
+    if not any(label != -100 for label in enc.labels):
+        raise ValueError("sample has no trainable (assistant) tokens")
+    return Sample(str(rec.get("id", "")), enc, images)
+
+
+def validate_file(
+    path: str | os.PathLike[str],
+    tokenizer: Any,
+    template: ChatTemplate,
+    slots: ImageSlots,
+    image_root: str | os.PathLike[str] | None = None,
+    max_length: int = 2048,
+) -> tuple[list[Sample], ValidationReport]:
+    """Check every record of ``path``; return the good samples and a report listing every bad one."""
+    path = Path(path)
+    root = Path(image_root) if image_root else path.parent
+    located, problems = scan_file(path)
+    report = ValidationReport(str(path), total=len(located) + len(problems), problems=problems)
+    samples: list[Sample] = []
+    for loc, rec in located:
+        rid = str(rec.get("id", "?"))
+        try:
+            samples.append(check_record(rec, tokenizer, template, slots, root, max_length))
+        except (ValueError, DataError) as e:
+            report.problems.append(Problem(loc, rid, str(e)))
+    return samples, report
+
+
+class SupervisedDataset(torch.utils.data.Dataset):
+    """Validated samples; images are loaded and preprocessed on access."""
+
+    def __init__(self, samples: list[Sample], image_processor: Any):
+        self.samples = samples
+        self.image_processor = image_processor
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(s.encoded) for s in self.samples]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.samples[i]
+        pixel_values = None
+        if s.images:
+            imgs = [load_image(p) for p in s.images]
+            pixel_values = self.image_processor(images=imgs, return_tensors="pt")["pixel_values"]
+        return {
+            "input_ids": torch.tensor(s.encoded.input_ids),
+            "labels": torch.tensor(s.encoded.labels),
+            "pixel_values": pixel_values,
+        }

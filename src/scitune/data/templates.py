@@ -1,0 +1,185 @@
+"""Chat templates: render messages as text segments, each marked trainable (assistant) or not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scitune.data.conversation import Message
+from scitune.registry import Registry
+
+LLAVA_V0_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of rendered text; only trainable pieces get labels."""
+
+    text: str
+    trainable: bool = False
+
+
+class ChatTemplate:
+    """Base class: ``render`` for training, ``render_prompt`` for generation, ``stop`` strings."""
+
+    name = ""
+
+    def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+        raise NotImplementedError
+
+    def render_prompt(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+        """Segments for generation: ``messages`` end with a user turn; the assistant prefix is appended."""
+        raise NotImplementedError
+
+    def stop(self, tokenizer: Any = None) -> list[str]:
+        raise NotImplementedError
+
+    add_bos = True
+    """Prepend the tokenizer's BOS token (templates that render it themselves set False)."""
+
+
+CHAT_TEMPLATES: Registry[type[ChatTemplate]] = Registry("chat template")
+
+
+class SeparatorTemplate(ChatTemplate):
+    """``system SEP user_role: text SEP assistant_role: text END`` (LLaVA's SINGLE/TWO separator styles)."""
+
+    system = ""
+    system_sep = ""
+    user_prefix = ""
+    user_suffix = ""
+    assistant_prefix = ""
+    assistant_end = ""
+    """Closes each assistant turn; trained. ``<eos>`` = the tokenizer's EOS token."""
+
+    def _end(self, tokenizer: Any) -> str:
+        if self.assistant_end == "<eos>":
+            if tokenizer is None or tokenizer.eos_token is None:
+                raise ValueError(f"template {self.name!r} needs a tokenizer with an EOS token")
+            return tokenizer.eos_token
+        return self.assistant_end
+
+    def _segments(self, messages: list[Message], tokenizer: Any, prompt: bool) -> list[Segment]:
+        system = self.system
+        if messages and messages[0].role == "system":
+            system, messages = messages[0].content, messages[1:]
+        segs = [Segment(system + self.system_sep)] if system or self.system_sep else []
+        for m in messages:
+            if m.role == "user":
+                segs.append(Segment(self.user_prefix + m.content + self.user_suffix))
+            else:
+                segs.append(Segment(self.assistant_prefix))
+                segs.append(Segment(m.content + self._end(tokenizer), trainable=True))
+        if prompt:
+            segs.append(Segment(self.assistant_prefix))
+        return [s for s in segs if s.text]
+
+    def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+        return self._segments(messages, tokenizer, prompt=False)
+
+    def render_prompt(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+        return self._segments(messages, tokenizer, prompt=True)
+
+    def stop(self, tokenizer: Any = None) -> list[str]:
+        return [self._end(tokenizer)]
+
+
+@CHAT_TEMPLATES.register("scitune")
+class SciTuneTemplate(SeparatorTemplate):
+    """LLaVA-v0 as in SciTune's Table 6: ``SYSTEM###Human: ...###Assistant: ...###``."""
+
+    name = "scitune"
+    system = LLAVA_V0_SYSTEM
+    system_sep = "###"
+    user_prefix = "Human: "
+    user_suffix = "###"
+    assistant_prefix = "Assistant: "
+    assistant_end = "###"
+
+
+@CHAT_TEMPLATES.register("vicuna-v1")
+class VicunaV1Template(SeparatorTemplate):
+    """LLaVA-1.5 / Vicuna v1: ``SYSTEM USER: ... ASSISTANT: ...</s>``."""
+
+    name = "vicuna-v1"
+    system = VICUNA_V1_SYSTEM
+    system_sep = " "
+    user_prefix = "USER: "
+    user_suffix = " "
+    assistant_prefix = "ASSISTANT: "
+    assistant_end = "<eos>"
+
+
+@CHAT_TEMPLATES.register("plain")
+class PlainTemplate(SeparatorTemplate):
+    """LLaVA caption pretraining: the image tokens, then the caption and a newline; the question is dropped."""
+
+    name = "plain"
+    assistant_end = "\n"
+
+    def _segments(self, messages: list[Message], tokenizer: Any, prompt: bool) -> list[Segment]:
+        segs: list[Segment] = []
+        for m in messages:
+            if m.role == "user":
+                segs.append(Segment("<image>" * m.content.count("<image>")))
+            elif m.role == "assistant":
+                segs.append(Segment(m.content + self.assistant_end, trainable=True))
+        return [s for s in segs if s.text]
+
+
+@CHAT_TEMPLATES.register("chat-template")
+class TokenizerChatTemplate(ChatTemplate):
+    """The tokenizer's own Jinja chat template; per-turn segments come from rendering growing prefixes."""
+
+    name = "chat-template"
+    add_bos = False
+
+    @staticmethod
+    def _apply(tokenizer: Any, msgs: list[Message], gen: bool) -> str:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template 'chat-template' needs a tokenizer that has a chat_template")
+        if not msgs:
+            return ""
+        dicts = [{"role": m.role, "content": m.content} for m in msgs]
+        return tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=gen)
+
+    def _segments(self, messages: list[Message], tokenizer: Any, prompt: bool) -> list[Segment]:
+        segs: list[Segment] = []
+        prev = ""
+        for i, m in enumerate(messages):
+            if m.role == "assistant":
+                head = self._apply(tokenizer, messages[:i], gen=True)
+                if not head.startswith(prev):
+                    raise ValueError("the tokenizer's chat template does not render prefixes stably")
+                segs.append(Segment(head[len(prev):]))
+                prev = head
+            full = self._apply(tokenizer, messages[: i + 1], gen=False)
+            if not full.startswith(prev):
+                raise ValueError("the tokenizer's chat template does not render prefixes stably")
+            segs.append(Segment(full[len(prev):], trainable=m.role == "assistant"))
+            prev = full
+        if prompt:
+            head = self._apply(tokenizer, messages, gen=True)
+            segs.append(Segment(head[len(prev):]))
+        return [s for s in segs if s.text]
+
+    def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+        return self._segments(messages, tokenizer, prompt=False)
+
+    def render_prompt(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+        return self._segments(messages, tokenizer, prompt=True)
+
+    def stop(self, tokenizer: Any = None) -> list[str]:
+        return [tokenizer.eos_token] if tokenizer is not None and tokenizer.eos_token else []
+
+
+def get_template(name: str) -> ChatTemplate:
+    """An instance of the template registered as ``name``."""
+    return CHAT_TEMPLATES.get(name)()

@@ -1,0 +1,184 @@
+"""Builders: config -> `VisionLanguageModel`, and the tiny random models that tests and docs use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scitune.config.schema import ModelConfig
+from scitune.model.llm import DTYPES, fit_vocab, load_llm, load_tokenizer, prepare_tokenizer
+from scitune.model.projector import build_projector
+from scitune.model.vision import VisionEncoder, load_vision_encoder
+from scitune.model.vlm import VisionLanguageModel
+
+CHAT_SPECIALS = ["<s>", "</s>", "<unk>", "<pad>", "<image>"]
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+_TINY_CORPUS = [
+    "A chat between a curious human and an artificial intelligence assistant.",
+    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+    "Human: Describe the following image in detail. Assistant: Graph Plot Accuracy versus epochs for two models.",
+    "USER: What is shown? ASSISTANT: A bar chart of the measured values. ###",
+    "Question: Which figure type is shown? Options: (A) Bar Chart (B) Scatterplot. The answer is A.",
+    "LECTURE: Figures show data. SOLUTION: The bars are rectangles. Node Diagram Equation 0123456789",
+]
+
+
+def _abs_if_local(path: str | None) -> str | None:
+    return os.path.abspath(path) if path and os.path.isdir(path) else path
+
+
+def assemble(
+    vision: VisionEncoder,
+    image_processor: Any,
+    llm: torch.nn.Module,
+    tokenizer: Any,
+    projector_name: str,
+    identity: dict[str, Any],
+    image_token: str = "<image>",
+) -> VisionLanguageModel:
+    """Compose parts into a `VisionLanguageModel` (grows the vocabulary for the image token if needed)."""
+    tokenizer = prepare_tokenizer(tokenizer, image_token)
+    fit_vocab(llm, len(tokenizer))
+    llm_dim = llm.get_input_embeddings().embedding_dim
+    projector = build_projector(projector_name, vision.hidden_size, llm_dim)
+    identity = {**identity, "projector": {"name": projector_name}, "image_token": image_token}
+    model = VisionLanguageModel(vision, projector, llm, tokenizer.convert_tokens_to_ids(image_token), identity)
+    model.tokenizer = tokenizer
+    model.image_processor = image_processor
+    return model
+
+
+def build_model(cfg: ModelConfig, template: str = "scitune") -> VisionLanguageModel:
+    """Build a model from a `ModelConfig`: weights through ``from_pretrained`` (hub id or folder).
+
+    With ``cfg.init_from`` set, the model is rebuilt from that scitune checkpoint instead.
+    """
+    if cfg.init_from:
+        from scitune.model.checkpoint import load_model
+
+        return load_model(cfg.init_from)
+    dtype = DTYPES[cfg.llm.dtype]
+    vision, processor = load_vision_encoder(
+        cfg.vision.name, cfg.vision.path, cfg.vision.feature_layer, cfg.vision.select, dtype
+    )
+    tokenizer = load_tokenizer(cfg.llm.tokenizer or cfg.llm.path, cfg.image_token)
+    llm = load_llm(cfg.llm.path, cfg.llm.dtype, cfg.llm.attn_implementation)
+    identity = {
+        "vision": {
+            "name": cfg.vision.name,
+            "path": _abs_if_local(cfg.vision.path),
+            "feature_layer": cfg.vision.feature_layer,
+            "select": cfg.vision.select,
+        },
+        "llm": {"path": _abs_if_local(cfg.llm.path), "dtype": cfg.llm.dtype, "attn": cfg.llm.attn_implementation},
+        "template": template,
+    }
+    model = assemble(vision, processor, llm, tokenizer, cfg.projector.name, identity, cfg.image_token)
+    model.template = template
+    return model
+
+
+# ---------------------------------------------------------------- tiny models (tests, docs, smoke runs)
+def tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):
+    """A byte-level BPE tokenizer trained in-process, with the chat special tokens and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=CHAT_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus or _TINY_CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+def tiny_vision(seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 32, layers: int = 2):
+    """A random `CLIPVisionModel` and a matching `CLIPImageProcessor`."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    cfg = CLIPVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=hidden,
+    )
+    model = CLIPVisionModel(cfg).eval()
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return model, proc
+
+
+def tiny_llm(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2, bos: int = 0, eos: int = 1):
+    """A random `LlamaForCausalLM` (hidden 32, 2 layers, 4 heads, 2 KV heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=3,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_vlm(seed: int = 0, projector: str = "mlp2x-gelu", template: str = "scitune", select: str = "patch"):
+    """A tiny random VLM on CPU in fp32 (CLIP 32px/patch 8 -> 16 image tokens, LLaMA hidden 32)."""
+    tok = tiny_tokenizer()
+    vision_model, proc = tiny_vision(seed)
+    llm = tiny_llm(len(tok), seed, bos=tok.bos_token_id, eos=tok.eos_token_id)
+    vision = VisionEncoder(vision_model, -2, select, has_cls=True)
+    identity = {
+        "vision": {"name": "clip", "path": None, "feature_layer": -2, "select": select},
+        "llm": {"path": None, "dtype": "float32", "attn": None},
+        "template": template,
+    }
+    torch.manual_seed(seed + 1)
+    model = assemble(vision, proc, llm, tok, projector, identity)
+    model.template = template
+    return model
+
+
+def save_tiny_base(out_dir: str | os.PathLike[str], seed: int = 0) -> dict[str, str]:
+    """Write a tiny CLIP (vision/) and a tiny LLaMA + tokenizer (llm/) as HF folders; return their paths.
+
+    Configs then point ``--model.vision.path`` / ``--model.llm.path`` at them, so the tiny models load through the
+    same ``from_pretrained`` code as real weights.
+    """
+    out = Path(out_dir)
+    tok = tiny_tokenizer()
+    vision_model, proc = tiny_vision(seed)
+    llm = tiny_llm(len(tok), seed, bos=tok.bos_token_id, eos=tok.eos_token_id)
+    vision_model.save_pretrained(out / "vision")
+    proc.save_pretrained(out / "vision")
+    llm.save_pretrained(out / "llm")
+    tok.save_pretrained(out / "llm")
+    return {"vision": str(out / "vision"), "llm": str(out / "llm")}

@@ -1,0 +1,155 @@
+"""Checkpoints: safetensors weights + `scitune.json` identity, written atomically; `load_model` rebuilds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from scitune.model.llm import DTYPES, fit_vocab, load_llm
+from scitune.model.projector import build_projector
+from scitune.model.vision import load_vision_encoder
+from scitune.model.vlm import VisionLanguageModel
+
+log = logging.getLogger(__name__)
+
+META_FILE = "scitune.json"
+FORMAT_VERSION = 1
+
+
+def _unwrap(llm):
+    return llm.get_base_model() if hasattr(llm, "peft_config") else llm
+
+
+def _llm_mode(model: VisionLanguageModel, llm_changed: bool) -> str:
+    if hasattr(model.llm, "peft_config"):
+        return "lora"
+    return "full" if llm_changed else "base"
+
+
+def save_model_files(model: VisionLanguageModel, out: Path, llm_changed: bool, vision_changed: bool) -> dict:
+    """Write the model's files into the (new, empty) folder ``out``; return the `scitune.json` content."""
+    from scitune import __version__
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.projector.state_dict().items()},
+              str(out / "projector.safetensors"))
+    model.tokenizer.save_pretrained(out / "tokenizer")
+    model.image_processor.save_pretrained(out / "image_processor")
+    ident = json.loads(json.dumps(model.identity))
+    # a model loaded from a checkpoint with saved weights must save them again, trained this run or not
+    # (and parts built in memory, with no path to reload them from, are always saved)
+    llm_changed = llm_changed or ident.get("llm", {}).get("saved") == "full" or not ident.get("llm", {}).get("path")
+    vision_changed = (
+        vision_changed or bool(ident.get("vision", {}).get("saved")) or not ident.get("vision", {}).get("path")
+    )
+    mode = _llm_mode(model, llm_changed)
+    if mode == "lora":
+        model.llm.save_pretrained(out / "llm_lora")
+    elif mode == "full":
+        model.llm.save_pretrained(out / "llm", safe_serialization=True)
+    if vision_changed:
+        model.vision.model.save_pretrained(out / "vision", safe_serialization=True)
+        model.image_processor.save_pretrained(out / "vision")
+    ident["llm"] = {**ident.get("llm", {}), "saved": mode}
+    ident["vision"] = {**ident.get("vision", {}), "saved": bool(vision_changed)}
+    meta = {
+        "format": FORMAT_VERSION,
+        "scitune_version": __version__,
+        **ident,
+        "template": model.template,
+        "image_token_id": model.image_token_id,
+        "num_image_tokens": model.num_image_tokens,
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def write_checkpoint(final_dir: str | os.PathLike[str], writer) -> Path:
+    """Run ``writer(tmp_dir)`` into a hidden temp folder, then rename it to ``final_dir`` (atomic on one fs).
+
+    An interrupted write leaves only a ``.tmp-*`` folder, which `latest_checkpoint` never picks.
+    """
+    final = Path(final_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        writer(tmp)
+        (tmp / "COMPLETE").write_text("ok\n")
+        if final.exists():
+            old = final.with_name(f".old-{final.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def is_complete(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return (p / META_FILE).is_file() and (p / "COMPLETE").is_file()
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    f = p / META_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{p}: not a scitune checkpoint (no {META_FILE})")
+    return json.loads(f.read_text())
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    dtype: str | None = None,
+    trainable_lora: bool = False,
+) -> VisionLanguageModel:
+    """Rebuild a `VisionLanguageModel` from a checkpoint folder alone (its `scitune.json` says what to load).
+
+    Args:
+        path: the checkpoint folder.
+        device: where to put the model.
+        dtype: override the LLM dtype recorded in the checkpoint (float32, bfloat16, float16).
+        trainable_lora: load LoRA adapters as trainable (to continue training).
+    """
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    p = Path(path)
+    meta = read_meta(p)
+    v, lm = meta["vision"], meta["llm"]
+    dtype = dtype or lm.get("dtype", "float32")
+    vpath = str(p / "vision") if v.get("saved") else v.get("path")
+
+    vision, _ = load_vision_encoder(v["name"], vpath, v["feature_layer"], v["select"], DTYPES[dtype])
+    processor = AutoImageProcessor.from_pretrained(p / "image_processor")
+    tokenizer = AutoTokenizer.from_pretrained(p / "tokenizer")
+    mode = lm.get("saved", "base")
+    llm = load_llm(str(p / "llm") if mode == "full" else lm["path"], dtype, lm.get("attn"))
+    fit_vocab(llm, len(tokenizer))
+    if mode == "lora":
+        from peft import PeftModel
+
+        llm = PeftModel.from_pretrained(llm, p / "llm_lora", is_trainable=trainable_lora)
+    llm_dim = _unwrap(llm).get_input_embeddings().embedding_dim
+    projector = build_projector(meta["projector"]["name"], vision.hidden_size, llm_dim)
+    projector.load_state_dict(load_file(str(p / "projector.safetensors")))
+    ident = {k: meta[k] for k in ("vision", "llm", "projector", "image_token", "template") if k in meta}
+    model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident)
+    model.tokenizer = tokenizer
+    model.image_processor = processor
+    model.template = meta.get("template", "scitune")
+    if model.num_image_tokens != meta["num_image_tokens"]:
+        raise ValueError(f"{p}: encoder yields {model.num_image_tokens} tokens, checkpoint says {meta['num_image_tokens']}")
+    return model.to(device).eval()

@@ -1,0 +1,56 @@
+"""Connectors (projectors) from vision features to LLM input embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from scitune.registry import Registry
+
+PROJECTORS: Registry[Callable[[int, int], nn.Module]] = Registry("projector")
+
+
+@PROJECTORS.register("linear")
+class LinearProjector(nn.Module):
+    """One linear layer (SciTune, LLaVA-1, LiMBeR)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D_vis) -> (B, N, D_llm)
+        return self.linear(x)
+
+
+@PROJECTORS.register("mlp2x-gelu")
+class MlpProjector(nn.Module):
+    """Two linear layers with a GELU between (LLaVA-1.5); names match transformers' Llava projector."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, out_dim)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+@PROJECTORS.register("identity")
+class IdentityProjector(nn.Module):
+    """No parameters; vision width must equal the LLM width."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        if in_dim != out_dim:
+            raise ValueError(f"projector 'identity' needs equal widths, got vision {in_dim} vs LLM {out_dim}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def build_projector(name: str, in_dim: int, out_dim: int) -> nn.Module:
+    """Build the projector registered as ``name``."""
+    return PROJECTORS.get(name)(in_dim, out_dim)

@@ -1,0 +1,126 @@
+"""Vision encoders: any Hugging Face vision tower, features from a chosen hidden layer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from scitune.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """How to load one family of vision towers and its default weights."""
+
+    family: str
+    """clip | siglip | auto."""
+    default_path: str | None = None
+    """Hub id used when the config gives no path."""
+
+
+VISION_ENCODERS: Registry[VisionSpec] = Registry("vision encoder")
+VISION_ENCODERS.add("clip-vit-l-14", VisionSpec("clip", "openai/clip-vit-large-patch14"))
+VISION_ENCODERS.add("clip-vit-l-14-336", VisionSpec("clip", "openai/clip-vit-large-patch14-336"))
+VISION_ENCODERS.add("clip-vit-b-16", VisionSpec("clip", "openai/clip-vit-base-patch16"))
+VISION_ENCODERS.add("siglip-so400m", VisionSpec("siglip", "google/siglip-so400m-patch14-384"))
+VISION_ENCODERS.add("clip", VisionSpec("clip"))
+VISION_ENCODERS.add("siglip", VisionSpec("siglip"))
+VISION_ENCODERS.add("auto", VisionSpec("auto"))
+
+# Vision towers whose first hidden-state token is a CLS token (exact HF model_type values).
+_CLS_MODEL_TYPES = {"clip_vision_model", "clip", "vit", "dinov2", "beit", "deit", "data2vec-vision"}
+
+
+class VisionEncoder(nn.Module):
+    """Wraps a HF vision model and returns the selected hidden layer's tokens, shape (B, N, D).
+
+    Args:
+        model: a HF vision model that accepts ``pixel_values`` and returns ``hidden_states``.
+        feature_layer: index into ``hidden_states`` (-2 = penultimate layer).
+        select: ``patch`` drops the CLS token when the model has one; ``cls_patch`` keeps it.
+        has_cls: whether token 0 of the hidden states is a CLS token.
+    """
+
+    def __init__(self, model: nn.Module, feature_layer: int = -2, select: str = "patch", has_cls: bool = True):
+        super().__init__()
+        if select not in ("patch", "cls_patch"):
+            raise ValueError(f"--model.vision.select must be 'patch' or 'cls_patch', got {select!r}")
+        if select == "cls_patch" and not has_cls:
+            raise ValueError("--model.vision.select=cls_patch needs a vision tower with a CLS token")
+        self.model = model
+        self.feature_layer = feature_layer
+        self.select = select
+        self.has_cls = has_cls
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def num_patches(self) -> int:
+        return (int(self.config.image_size) // int(self.config.patch_size)) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Image tokens one image becomes."""
+        return self.num_patches + (1 if self.select == "cls_patch" else 0)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.model.parameters()).dtype
+        out = self.model(pixel_values.to(dtype), output_hidden_states=True, return_dict=True)
+        feats = out.hidden_states[self.feature_layer]  # (B, 1 + P, D) with CLS, (B, P, D) without
+        if self.has_cls and self.select == "patch":
+            feats = feats[:, 1:]
+        return feats
+
+
+def _vision_class(family: str):
+    import transformers
+
+    return {
+        "clip": transformers.CLIPVisionModel,
+        "siglip": transformers.SiglipVisionModel,
+        "auto": transformers.AutoModel,
+    }[family]
+
+
+def load_vision_encoder(
+    name: str,
+    path: str | None,
+    feature_layer: int = -2,
+    select: str = "patch",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[VisionEncoder, object]:
+    """Load a vision tower and its image processor with ``from_pretrained``.
+
+    Args:
+        name: a `VISION_ENCODERS` key.
+        path: hub id or local folder; ``None`` = the entry's default hub id.
+        feature_layer: hidden layer to take features from.
+        select: ``patch`` or ``cls_patch``.
+        dtype: weight dtype.
+
+    Returns:
+        ``(encoder, image_processor)``.
+    """
+    from transformers import AutoImageProcessor
+
+    spec = VISION_ENCODERS.get(name)
+    path = path or spec.default_path
+    if not path:
+        raise ValueError(f"vision encoder {name!r} has no default weights; set --model.vision.path")
+    model = _vision_class(spec.family).from_pretrained(path, dtype=dtype)
+    if spec.family == "auto" and hasattr(model, "vision_model"):  # a full two-tower checkpoint
+        model = model.vision_model
+    processor = AutoImageProcessor.from_pretrained(path)
+    has_cls = spec.family == "clip" or getattr(model.config, "model_type", "") in _CLS_MODEL_TYPES
+    return VisionEncoder(model, feature_layer, select, has_cls), processor

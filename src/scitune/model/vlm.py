@@ -1,0 +1,147 @@
+"""`VisionLanguageModel`: a vision encoder, a connector and a causal LM composed (never subclassed)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from scitune.model.vision import VisionEncoder
+
+log = logging.getLogger(__name__)
+
+STAGES = ("align", "finetune")
+
+
+class VisionLanguageModel(nn.Module):
+    """Splices projected image features into the LLM's input embeddings at image-token positions.
+
+    The text side carries ``num_image_tokens`` copies of ``image_token_id`` per image (expanded at tokenization),
+    so the layout is the same as transformers' ``LlavaForConditionalGeneration``.
+
+    Args:
+        vision: the vision encoder.
+        projector: maps (B, N, D_vis) to (B, N, D_llm).
+        llm: any HF causal LM (or a peft wrapper of one).
+        image_token_id: vocabulary id of the image placeholder.
+        identity: what `scitune.json` records about the parts (registry keys, paths, settings).
+    """
+
+    def __init__(
+        self,
+        vision: VisionEncoder,
+        projector: nn.Module,
+        llm: nn.Module,
+        image_token_id: int,
+        identity: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.llm = llm
+        self.image_token_id = int(image_token_id)
+        self.identity: dict[str, Any] = dict(identity or {})
+        # Set by builders / load_model; not modules.
+        self.tokenizer: Any = None
+        self.image_processor: Any = None
+        self.template: str = self.identity.get("template", "scitune")
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters(), next(self.llm.parameters())).device
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images (n, C, H, W) -> projected features (n, N, D_llm)."""
+        if any(p.requires_grad for p in self.vision.parameters()):
+            feats = self.vision(pixel_values)
+        else:
+            with torch.no_grad():
+                feats = self.vision(pixel_values)
+        proj_dtype = next(self.projector.parameters(), feats).dtype
+        return self.projector(feats.to(proj_dtype))
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with image features scattered into the image-token positions, (B, L, D)."""
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        is_image = input_ids == self.image_token_id
+        n_slots = int(is_image.sum())
+        n_images = 0 if pixel_values is None else int(pixel_values.shape[0])
+        if n_slots != n_images * self.num_image_tokens:
+            raise ValueError(
+                f"batch has {n_slots} image-token positions but {n_images} images x {self.num_image_tokens} "
+                "tokens each; expand every <image> at tokenization"
+            )
+        if n_images == 0:
+            return embeds
+        feats = self.encode_images(pixel_values).to(embeds.dtype)  # (n_images, N, D)
+        mask = is_image.unsqueeze(-1).expand_as(embeds)
+        return embeds.masked_scatter(mask, feats.reshape(-1, feats.shape[-1]))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """Run the LLM on spliced embeddings; returns the LLM's output (``.logits`` of shape (B, L, V))."""
+        embeds = self.embed(input_ids, pixel_values)
+        return self.llm(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        **gen_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generate from left-padded prompts; returns only the new token ids, (B, T)."""
+        embeds = self.embed(input_ids, pixel_values)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **gen_kwargs)
+
+    # ---- stages and freezing ----
+    def parts(self) -> dict[str, nn.Module]:
+        return {"vision": self.vision, "projector": self.projector, "llm": self.llm}
+
+    def set_trainable(self, stage: str, train_vision: bool = False) -> dict[str, dict[str, int]]:
+        """Freeze/unfreeze parts for ``stage`` and log parameter counts per part.
+
+        align: projector only. finetune: projector + LLM (with LoRA only the adapter weights of the LLM).
+        """
+        if stage not in STAGES:
+            raise ValueError(f"--train.stage must be one of {STAGES}, got {stage!r}")
+        self.vision.requires_grad_(train_vision)
+        self.projector.requires_grad_(True)
+        if stage == "align":
+            self.llm.requires_grad_(False)
+        elif hasattr(self.llm, "peft_config"):
+            for name, p in self.llm.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            self.llm.requires_grad_(True)
+        counts = self.parameter_counts()
+        for part, c in counts.items():
+            log.info("%-9s %14s params, %14s trainable", part, f"{c['total']:,}", f"{c['trainable']:,}")
+        return counts
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for part, mod in self.parts().items():
+            params = list(mod.parameters())
+            out[part] = {
+                "total": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad),
+            }
+        return out

@@ -1,0 +1,269 @@
+"""The one training loop for both stages: accumulation, clipping, schedule, logging, atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from scitune.config.schema import RunConfig
+from scitune.data.collate import collate
+from scitune.data.dataset import SupervisedDataset, validate_file
+from scitune.data.sampler import BatchPlan
+from scitune.data.templates import get_template
+from scitune.data.tokenize import IGNORE_INDEX, ImageSlots
+from scitune.io import DataError, write_jsonl
+from scitune.model.builders import build_model
+from scitune.model.checkpoint import is_complete, load_model, save_model_files, write_checkpoint
+from scitune.train.distributed import gather_objects, make_accelerator, reduce_sum
+from scitune.train.optim import build_optimizer, build_scheduler
+from scitune.train.stages import prepare_stage
+from scitune.train.state import load_training_state, rng_state, save_training_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    steps: int
+    losses: list[float]
+    final_checkpoint: str
+    parameter_counts: dict[str, dict[str, int]]
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete step checkpoint of a run (half-written temp folders are never picked)."""
+    root = out_dir / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if is_complete(p)) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
+    if not resume:
+        return None
+    if resume == "latest":
+        ck = latest_checkpoint(out_dir)
+        if ck is None:
+            log.warning("--train.resume latest: no checkpoint in %s, starting fresh", out_dir / "checkpoints")
+        return ck
+    ck = Path(resume)
+    if not is_complete(ck) or not (ck / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"--train.resume {resume}: not a complete scitune training checkpoint")
+    return ck
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over labelled positions (fp32)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:].to(logits.device)
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="sum",
+    )
+
+
+def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> SupervisedDataset:
+    """Validate every record before training; stop with the full report or skip bad ones if asked."""
+    if not cfg.data.train:
+        raise ValueError("no training data: set --data.train PATH")
+    template = get_template(cfg.data.template)
+    slots = ImageSlots(cfg.model.image_token, model.image_token_id, model.num_image_tokens)
+    samples, report = validate_file(
+        cfg.data.train, model.tokenizer, template, slots, cfg.data.image_root, cfg.data.max_length
+    )
+    if not report.ok:
+        if not cfg.data.skip_bad_samples:
+            raise DataError(report.summary() + "\n(fix them, or pass --data.skip_bad_samples true)")
+        log.warning(report.summary(limit=10))
+        if is_main:
+            write_jsonl(out_dir / "skipped.jsonl", (asdict(p) for p in report.problems))
+    log.info("data: %d usable samples of %d in %s", len(samples), report.total, cfg.data.train)
+    return SupervisedDataset(samples, model.image_processor)
+
+
+def _fault(name: str, step: int) -> None:
+    """Test hook: SCITUNE_FAULT_AFTER_STEP / SCITUNE_FAULT_IN_SAVE=N kill this process with SIGKILL at step N."""
+    if os.environ.get(name) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Trainer:
+    """Runs one stage. Build with a `RunConfig`, call `run()`."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.train.out_dir)
+        self.acc = make_accelerator(cfg.train.precision, cfg.train.report_to, str(self.out))
+        self.world, self.rank = self.acc.num_processes, self.acc.process_index
+
+    def _build(self, resume_dir: Path | None):
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)
+        if resume_dir is not None:
+            model = load_model(resume_dir, trainable_lora=True)
+        else:
+            model = build_model(cfg.model, cfg.data.template)
+        model.template = cfg.data.template
+        counts = prepare_stage(model, cfg.train.stage, cfg.train.lora, cfg.model.vision.trainable)
+        if cfg.train.gradient_checkpointing:
+            model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model, counts
+
+    def run(self) -> TrainResult:
+        cfg, acc = self.cfg, self.acc
+        tc = cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        resume_dir = resolve_resume(tc.resume, self.out)
+        model, counts = self._build(resume_dir)
+        data = load_data(cfg, model, self.out, acc.is_main_process)
+        per_step = tc.micro_batch_size * self.world
+        if tc.global_batch_size % per_step:
+            raise ValueError(
+                f"--train.global_batch_size {tc.global_batch_size} is not a multiple of micro batch "
+                f"{tc.micro_batch_size} x {self.world} processes"
+            )
+        accum = tc.global_batch_size // per_step
+        plan = BatchPlan(len(data), tc.micro_batch_size, accum, self.world, tc.seed, data.lengths, cfg.data.group_by_length)
+        total = math.ceil(tc.epochs * plan.steps_per_epoch)
+        if tc.max_steps > 0:
+            total = min(total, tc.max_steps)
+        optimizer = build_optimizer(model, cfg.optim)
+        scheduler = build_scheduler(optimizer, total, cfg.optim)
+        model, optimizer = acc.prepare(model, optimizer)
+        step = 0
+        if resume_dir is not None:
+            step = int(load_training_state(resume_dir, optimizer, scheduler, self.rank)["step"])
+            log.info("resumed from %s at step %d", resume_dir, step)
+        if acc.is_main_process:
+            self._trim_metrics(step)
+            acc.init_trackers("scitune") if tc.report_to else None
+        log.info("training %s: %d steps, %d samples, global batch %d (micro %d x accum %d x %d procs)",
+                 tc.stage, total, len(data), tc.global_batch_size, tc.micro_batch_size, accum, self.world)
+        losses = self._loop(model, optimizer, scheduler, data, plan, step, total)
+        final = self._save(model, optimizer, scheduler, total, self.out / "final")
+        acc.end_training() if tc.report_to else None
+        return TrainResult(total, losses, str(final), counts)
+
+    def _trim_metrics(self, step: int) -> None:
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        write_jsonl(path, [m for m in keep if m.get("step", 0) <= step])
+
+    def _loop(self, model, optimizer, scheduler, data, plan: BatchPlan, step: int, total: int) -> list[float]:
+        from tqdm.auto import tqdm
+
+        tc, acc = self.cfg.train, self.acc
+        pad = self._unwrapped(model).tokenizer.pad_token_id
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        bar = tqdm(total=total, initial=step, disable=not (tc.progress and acc.is_main_process), desc=tc.stage)
+        losses: list[float] = []
+        model.train()
+        while step < total:
+            epoch, in_epoch = divmod(step, plan.steps_per_epoch)
+            t0 = time.perf_counter()
+            micro = [collate([data[i] for i in idx], pad) for idx in plan.micro_batches(epoch, in_epoch, self.rank)]
+            local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+            n_tokens = reduce_sum(acc, torch.tensor(float(local_tokens), device=acc.device))
+            loss_sum = torch.zeros((), device=acc.device)
+            for k, b in enumerate(micro):
+                ctx = acc.no_sync(model) if k < len(micro) - 1 else _nullcontext()
+                with ctx, acc.autocast():
+                    pv = None if b["pixel_values"] is None else b["pixel_values"].to(acc.device)
+                    out = model(b["input_ids"].to(acc.device), b["attention_mask"].to(acc.device), pv)
+                    ce = token_loss_sum(out.logits, b["labels"])
+                    # normalise by the global token count; DDP averages over processes, so scale by world
+                    acc.backward(ce / n_tokens * self.world)
+                loss_sum += ce.detach()
+            grad_norm = acc.clip_grad_norm_(trainable, tc_max(self.cfg)) if tc_max(self.cfg) > 0 else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss = float(reduce_sum(acc, loss_sum) / n_tokens)
+            losses.append(loss)
+            dt = time.perf_counter() - t0
+            lr = scheduler.get_last_lr()[0]
+            record = {"step": step, "epoch": round(step / plan.steps_per_epoch, 4), "loss": loss, "lr": lr,
+                      "grad_norm": None if grad_norm is None else float(grad_norm),
+                      "samples_per_s": round(plan.global_batch / dt, 2), "tokens": int(n_tokens)}
+            self._log(record, step)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=record["samples_per_s"])
+            bar.update(1)
+            _fault("SCITUNE_FAULT_AFTER_STEP_NOSAVE", step)
+            if tc.save_every and step % tc.save_every == 0 and step < total:
+                self._save(model, optimizer, scheduler, step, self.out / "checkpoints" / f"step-{step:06d}")
+                self._prune()
+                _fault("SCITUNE_FAULT_AFTER_STEP", step)
+        bar.close()
+        return losses
+
+    def _log(self, record: dict[str, Any], step: int) -> None:
+        if not self.acc.is_main_process or step % max(1, self.cfg.train.log_every):
+            return
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.cfg.train.report_to:
+            self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+
+    def _unwrapped(self, model):
+        return self.acc.unwrap_model(model)
+
+    def _save(self, model, optimizer, scheduler, step: int, path: Path) -> Path:
+        acc = self.acc
+        rngs = gather_objects(acc, rng_state())
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            m = self._unwrapped(model)
+            tc = self.cfg.train
+
+            def writer(tmp: Path) -> None:
+                save_model_files(m, tmp, llm_changed=tc.stage == "finetune", vision_changed=self.cfg.model.vision.trainable)
+                _fault("SCITUNE_FAULT_IN_SAVE", step)
+                save_training_state(tmp, optimizer, scheduler, {"step": step, "stage": tc.stage}, rngs)
+                (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+
+            write_checkpoint(path, writer)
+            log.info("saved checkpoint %s", path)
+        acc.wait_for_everyone()
+        return path
+
+    def _prune(self) -> None:
+        if not self.acc.is_main_process or self.cfg.train.keep_last <= 0:
+            return
+        root = self.out / "checkpoints"
+        done = sorted(p for p in root.glob("step-*") if is_complete(p))
+        for old in done[: -self.cfg.train.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        for tmp in root.glob(".tmp-*"):  # leftovers of an interrupted save
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tc_max(cfg: RunConfig) -> float:
+    return cfg.optim.max_grad_norm
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def train(cfg: RunConfig) -> TrainResult:
+    """Train one stage as configured; see `Trainer`."""
+    return Trainer(cfg).run()

@@ -1,0 +1,36 @@
+"""Stages: what each of align / finetune trains, and LoRA wrapping for finetune."""
+
+from __future__ import annotations
+
+import logging
+
+from scitune.config.schema import LoraConfig
+from scitune.model.vlm import VisionLanguageModel
+
+log = logging.getLogger(__name__)
+
+STAGE_TRAINS = {
+    "align": ("projector",),
+    "finetune": ("projector", "llm"),
+}
+
+
+def apply_lora(model: VisionLanguageModel, cfg: LoraConfig) -> None:
+    """Wrap the LLM with peft LoRA adapters (finetune stage)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else cfg.target_modules.split(",")
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+    model.llm = get_peft_model(model.llm, peft_cfg)
+
+
+def prepare_stage(
+    model: VisionLanguageModel, stage: str, lora: LoraConfig, train_vision: bool = False
+) -> dict[str, dict[str, int]]:
+    """Apply LoRA if asked and not already applied, then freeze/unfreeze for ``stage``; returns counts."""
+    if stage == "finetune" and lora.r > 0 and not hasattr(model.llm, "peft_config"):
+        apply_lora(model, lora)
+    return model.set_trainable(stage, train_vision)

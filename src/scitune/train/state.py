@@ -1,0 +1,96 @@
+"""Training state (optimizer, scheduler, RNG, position) as safetensors + JSON; never pickles."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = t
+    for idx, rest in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(rest)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch CPU/CUDA as tensors, python and numpy as JSON)."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    np_state = np.random.get_state()
+    return {
+        "tensors": tensors,
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    py = meta["python"]
+    random.setstate((py[-2], tuple(py[:-2]), py[-1]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def save_training_state(
+    out: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: dict[str, Any],
+    rng_per_rank: list[dict[str, Any]],
+) -> None:
+    """Write optimizer.safetensors, rng_rank{r}.safetensors and trainer_state.json into ``out``."""
+    tensors, opt_meta = optimizer_to_files(optimizer)
+    save_file(tensors, str(out / "optimizer.safetensors"))
+    for r, rng in enumerate(rng_per_rank):
+        save_file(rng["tensors"], str(out / f"rng_rank{r}.safetensors"))
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    state = {
+        "progress": progress,
+        "optimizer": opt_meta,
+        "scheduler": sched,
+        "rng": [{k: v for k, v in r.items() if k != "tensors"} for r in rng_per_rank],
+    }
+    (out / "trainer_state.json").write_text(json.dumps(state))
+
+
+def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int) -> dict[str, Any]:
+    """Restore optimizer, scheduler and this rank's RNG from ``ckpt``; return the saved progress."""
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    optimizer_from_files(optimizer, load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"])
+    sched = scheduler.state_dict()
+    sched.update(state["scheduler"])
+    scheduler.load_state_dict(sched)
+    rng_file = ckpt / f"rng_rank{rank}.safetensors"
+    if rng_file.is_file() and rank < len(state["rng"]):
+        set_rng_state(load_file(str(rng_file)), state["rng"][rank])
+    return state["progress"]
