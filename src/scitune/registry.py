@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
-_KEY = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
+_KEY = re.compile(r"^[a-z0-9]+(?:[-./][a-z0-9]+)*$")
 
 
 class Registry(Generic[T]):

@@ -158,16 +158,16 @@ class TokenizerChatTemplate(ChatTemplate):
                 head = self._apply(tokenizer, messages[:i], gen=True)
                 if not head.startswith(prev):
                     raise ValueError("the tokenizer's chat template does not render prefixes stably")
-                segs.append(Segment(head[len(prev):]))
+                segs.append(Segment(head[len(prev) :]))
                 prev = head
             full = self._apply(tokenizer, messages[: i + 1], gen=False)
             if not full.startswith(prev):
                 raise ValueError("the tokenizer's chat template does not render prefixes stably")
-            segs.append(Segment(full[len(prev):], trainable=m.role == "assistant"))
+            segs.append(Segment(full[len(prev) :], trainable=m.role == "assistant"))
             prev = full
         if prompt:
             head = self._apply(tokenizer, messages, gen=True)
-            segs.append(Segment(head[len(prev):]))
+            segs.append(Segment(head[len(prev) :]))
         return [s for s in segs if s.text]
 
     def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:

@@ -61,9 +61,7 @@ def encode_segments(segments: list[Segment], tokenizer: Any, slots: ImageSlots, 
     return Encoded(ids, labels, n_images)
 
 
-def encode_conversation(
-    messages: list[Message], tokenizer: Any, template: ChatTemplate, slots: ImageSlots
-) -> Encoded:
+def encode_conversation(messages: list[Message], tokenizer: Any, template: ChatTemplate, slots: ImageSlots) -> Encoded:
     """Encode a whole conversation for training."""
     return encode_segments(template.render(messages, tokenizer), tokenizer, slots, template.add_bos)
 

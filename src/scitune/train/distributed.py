@@ -13,7 +13,9 @@ def make_accelerator(precision: str, report_to: list[str] | None = None, project
     from accelerate.utils import ProjectConfiguration
 
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    # Without CUDA, cpu=True lets a torchrun-style launch (WORLD_SIZE > 1) form a gloo process group.
     return Accelerator(
+        cpu=not torch.cuda.is_available(),
         mixed_precision=mp,
         log_with=report_to or None,
         project_config=ProjectConfiguration(project_dir=project_dir) if project_dir else None,
@@ -34,3 +36,10 @@ def gather_objects(accelerator, obj: Any) -> list[Any]:
     from accelerate.utils import gather_object
 
     return gather_object([obj])
+
+
+def is_main_process() -> bool:
+    """True on the main process; initialises accelerate's shared state the same way the Accelerator does."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process

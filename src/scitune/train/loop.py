@@ -107,6 +107,8 @@ class Trainer:
         self.out = Path(cfg.train.out_dir)
         self.acc = make_accelerator(cfg.train.precision, cfg.train.report_to, str(self.out))
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
+        if not self.acc.is_main_process:  # one copy of each log line
+            logging.getLogger().setLevel(logging.WARNING)
 
     def _build(self, resume_dir: Path | None):
         cfg = self.cfg

@@ -1,0 +1,54 @@
+"""The `scitune` command: one entry point dispatching to a table of subcommands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help); each module has main(argv) -> int
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("scitune.cli.demo", "run the whole pipeline on built-in micro models and data (no download)"),
+    "convert": ("scitune.cli.convert", "convert SciCap / ScienceQA sources to training records"),
+    "data": ("scitune.cli.data", "validate a data file"),
+    "train": ("scitune.cli.train", "train a stage (align | finetune) from a preset"),
+    "generate": ("scitune.cli.generate", "generate a reply to one prompt with images"),
+    "chat": ("scitune.cli.chat", "chat with a checkpoint in the terminal"),
+    "ls": ("scitune.cli.ls", "list registered encoders, projectors, templates, presets, ..."),
+    "config": ("scitune.cli.config", "show, copy or validate presets"),
+}
+
+
+def usage() -> str:
+    from scitune import __version__
+
+    lines = [f"scitune {__version__}: multimodal instruction tuning (SciTune, LLaVA)", "",
+             "usage: scitune COMMAND [options]   (scitune COMMAND --help for details)", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``scitune`` console script and ``python -m scitune``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from scitune import __version__
+
+        print(__version__)
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    from scitune.cli.common import setup_logging
+    from scitune.io import DataError
+
+    setup_logging()
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except (DataError, FileNotFoundError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

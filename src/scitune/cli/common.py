@@ -1,0 +1,65 @@
+"""Shared CLI plumbing: parsers with docstring help, logging, and friendly errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+from scitune.config.io import resolve_config_path
+from scitune.config.schema import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
+
+RUN_SECTIONS = (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig), ("train", TrainConfig))
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def parser(prog: str, description: str) -> ArgumentParser:
+    return ArgumentParser(prog=f"scitune {prog}", description=description, exit_on_error=True)
+
+
+def run_parser(prog: str, description: str) -> ArgumentParser:
+    """A parser for a full `RunConfig`: ``--config PRESET|FILE`` then ``--section.field value`` overrides."""
+    p = parser(prog, description)
+    p.add_argument("--config", action=ActionConfigFile, help="a preset name (scitune ls presets) or a YAML file")
+    for key, cls in RUN_SECTIONS:
+        p.add_class_arguments(cls, key)
+    return p
+
+
+def preset_argv(argv: list[str]) -> list[str]:
+    """Replace preset names given to ``--config`` by their YAML paths."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--config" and i + 1 < len(out):
+            out[i + 1] = resolve_config_path(out[i + 1])
+        elif a.startswith("--config="):
+            out[i] = "--config=" + resolve_config_path(a.split("=", 1)[1])
+    return out
+
+
+def parse_run(p: ArgumentParser, argv: list[str]) -> tuple[RunConfig, str]:
+    """Parse into a `RunConfig` and the resolved YAML text."""
+    ns = p.parse_args(preset_argv(argv))
+    text = p.dump(ns)
+    init = p.instantiate_classes(ns)
+    return RunConfig(**{k: getattr(init, k) for k, _ in RUN_SECTIONS}), text
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,28 @@
+"""`scitune convert SOURCE`: raw sources -> canonical records (one subcommand per registered converter)."""
+
+from __future__ import annotations
+
+import json
+
+from jsonargparse import ArgumentParser
+
+from scitune.cli.common import parser
+
+
+def main(argv: list[str]) -> int:
+    from scitune.data.converters import CONVERTERS
+
+    p = parser("convert", "Convert a source to training records.\n\n  scitune convert scicap --src figs/ --out "
+               "scicap_CTOM.jsonl --variant CTOM\n  scitune convert scienceqa --src problems.json --out "
+               "train.json --split train --prompt_format QCM-LEA")
+    sub = p.add_subcommands(dest="source")
+    for name in CONVERTERS.names():
+        sp = ArgumentParser(description=(CONVERTERS.get(name).__doc__ or "").strip())
+        sp.add_method_arguments(CONVERTERS.get(name), "run")
+        sub.add_subcommand(name, sp, help=(CONVERTERS.get(name).__doc__ or "").strip().split("\n")[0])
+    args = p.parse_args(argv)
+    name = args.source
+    kwargs = {k: v for k, v in vars(args[name]).items() if not k.startswith("__")}
+    summary = CONVERTERS.get(name)().run(**kwargs)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0

@@ -1,0 +1,503 @@
+"""SciFig: a synthetic scientific-figure dataset with exact ground truth (type, caption, OCR text, mentions, QA).
+
+`scifig_render` samples and draws each figure; this module writes its texts and questions and the on-disk layout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from scitune.io import DataError, atomic_path, read_json, write_json, write_jsonl
+
+FIGURE_TYPES: tuple[str, ...] = ("Graph Plot", "Scatterplot", "Node Diagram", "Equation", "Bar Chart")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+FORMAT_VERSION = 1
+TRENDS: tuple[str, ...] = ("increasing", "decreasing", "rises then falls")
+CORRELATIONS: tuple[str, ...] = ("positive", "negative", "no clear")
+FUNCTIONS: tuple[str, ...] = ("sin", "cos", "exp", "log", "sqrt")
+EQUATIONS = (  # (name, left-hand side, function or None, latex format, plain format); {a}, {b} are integers
+    ("quadratic polynomial", "y", None, r"$y = {a}x^2 + {b}x + 1$", "y = {a}x^2 + {b}x + 1"),
+    ("exponential decay", "N(t)", "exp", r"$N(t) = N_0\, e^{{-{a}t}}$", "N(t) = N_0 e^(-{a}t)"),
+    ("sine wave", "f(x)", "sin", r"$f(x) = {a}\sin({b}x)$", "f(x) = {a} sin({b}x)"),
+    ("cosine response", "h(θ)", "cos", r"$h(\theta) = {a}\cos(\theta) + {b}$", "h(θ) = {a} cos(θ) + {b}"),
+    ("Boltzmann entropy", "S", "log", r"$S = k_B \ln W$", "S = k_B ln W"),
+    ("free-fall speed", "v", "sqrt", r"$v = \sqrt{{2gh}}$", "v = sqrt(2gh)"),
+    ("Newton's second law", "F", None, r"$F = m a$", "F = m a"),
+    ("mass-energy equivalence", "E", None, r"$E = m c^2$", "E = m c^2"),
+    ("squared-error loss", "L", None, r"$L = \sum_{{i=1}}^{{n}} (y_i - \hat{{y}}_i)^2$", "L = Σ_{{i=1}}^{{n}} (y_i - ŷ_i)^2"),
+    ("logistic function", "σ(z)", "exp", r"$\sigma(z) = 1 / (1 + e^{{-{a}z}})$", "σ(z) = 1 / (1 + e^(-{a}z))"),
+)  # fmt: skip
+LHS: tuple[str, ...] = tuple(e[1] for e in EQUATIONS)
+_TXT_EVERY, _TXT_AT, _NO_AT = 7, 3, 6  # figure i also gets a text-context question if i % 7 == 3, no-context if 6
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_TREND_VERB = {"increasing": "increases", "decreasing": "decreases", "rises then falls": "rises then falls"}
+_EVIDENCE = {
+    "Graph Plot": "draws lines that connect measurements along two numbered axes",
+    "Scatterplot": "marks separate, unconnected points on two numbered axes",
+    "Node Diagram": "shows labelled nodes connected by arrows, without axes",
+    "Equation": "shows typeset mathematical formulas, numbered on the right",
+    "Bar Chart": "uses rectangular bars whose heights encode values for named categories",
+}
+LECTURES: dict[str, str] = {
+    "Figure types": "Scientists choose a kind of figure to suit their data. A graph plot connects measurements "
+    "with lines to show how one quantity changes with another. A scatterplot marks separate points to show whether "
+    "two measured quantities are related. A bar chart compares amounts across categories with bars of different "
+    "heights. A node diagram shows how things are connected with labelled nodes and arrows. An equation figure "
+    "presents mathematical formulas, usually numbered.",
+    "Reading line graphs": "A line graph shows how a quantity changes as another quantity grows. Read the axis "
+    "labels first. The legend tells which line stands for which series. A line that goes up from left to right "
+    "shows an increase; a line that goes down shows a decrease.",
+    "Reading scatterplots": "A scatterplot shows one point for each measurement of two quantities. If the points "
+    "tend to go up from left to right, the correlation is positive. If they tend to go down, it is negative. If "
+    "they show no direction, there is no clear correlation.",
+    "Reading bar charts": "A bar chart compares amounts. Each bar stands for a category named below it, and the "
+    "height of the bar shows the amount, read on the vertical axis. Taller bars show larger amounts.",
+    "Reading diagrams": "A node diagram shows things and how they are connected. Each node is a labelled shape, and "
+    "each arrow connects one node to another. The number of connections of a node is the number of arrows that "
+    "start or end at it.",
+    "Reading equations": "An equation states that two expressions are equal. The quantity being defined is usually "
+    "written alone on the left-hand side of the equals sign. Papers number their equations in parentheses so that "
+    "the text can refer to them.",
+    "Reading data in text": "Data can be given in words or tables instead of figures. To compare values, find the "
+    "number given for each item and compare the numbers.",
+}
+_GRADES = {"Figure types": (6, 9), "Reading line graphs": (4, 8), "Reading scatterplots": (7, 10),
+           "Reading bar charts": (3, 6), "Reading diagrams": (5, 8), "Reading equations": (8, 12),
+           "Reading data in text": (4, 7)}  # fmt: skip
+_PRACTICES = ("natural science", "science-and-engineering-practices")
+
+
+@dataclass
+class SciFigConfig:
+    """What `generate_scifig` builds; the manifest stores it and a rerun with an equal config does nothing."""
+
+    n_train: int = 1000
+    """Figures in the train split."""
+    n_val: int = 200
+    """Figures in the val split."""
+    n_test: int = 200
+    """Figures in the test split."""
+    image_size: int = 224
+    """Side of the square PNG images, in pixels."""
+    seed: int = 0
+    """Base seed: figure i of split s depends only on (seed, s, i)."""
+    questions_per_figure: int = 1
+    """Image questions per figure, of distinct kinds; 2 figures in 7 also give one text-only question."""
+    types: tuple[str, ...] = FIGURE_TYPES
+    """Figure types to draw, cycled through so that every split is balanced."""
+
+    def __post_init__(self) -> None:
+        self.types = tuple(self.types)
+        unknown = [t for t in self.types if t not in FIGURE_TYPES]
+        if unknown or not self.types or len(set(self.types)) != len(self.types):
+            raise ValueError(f"types: {list(self.types)} must be distinct names from {list(FIGURE_TYPES)}")
+        if min(self.n_train, self.n_val, self.n_test) < 0:
+            raise ValueError("n_train, n_val and n_test must be >= 0")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        if self.seed < 0 or self.questions_per_figure < 0:
+            raise ValueError("seed and questions_per_figure must be >= 0")
+
+    def counts(self) -> dict[str, int]:
+        """Figures per split."""
+        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+
+
+@dataclass
+class SciFigFigure:
+    """One rendered figure with its ground truth; ``meta`` holds the drawn content (the render spec and texts)."""
+
+    id: str
+    split: str
+    figure_type: str
+    caption: str
+    ocr_text: str
+    mentions: list[str]
+    image: Image.Image
+    meta: dict[str, Any]
+    paragraphs: list[str] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        """The SciCap-style record written to ``scicap/<split>.jsonl``."""
+        return {"id": self.id, "image": f"images/{self.id}.png", "figure_type": self.figure_type,
+                "caption": self.caption, "ocr_text": self.ocr_text, "mentions": list(self.mentions),
+                "paragraphs": list(self.paragraphs)}  # fmt: skip
+
+
+def figure_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
+    """The generator for one figure: stream 0 draws the figure, stream 1 its questions."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index, stream])
+
+
+def _plural(noun: str, n: int = 2) -> str:
+    if n == 1 or noun.endswith(("species",)):
+        return noun
+    if noun.endswith("ss"):
+        return noun + "es"
+    return noun[:-1] + "ies" if noun.endswith("y") and noun[-2] not in "aeiou" else noun + "s"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _the(name: str) -> str:
+    """'the sine wave', but "Newton's second law" (a possessive name takes no article)."""
+    return name if "'" in name else f"the {name}"
+
+
+def _var(label: str) -> str:
+    """An axis label without its unit, lower-cased unless it is an acronym: 'Time (s)' -> 'time'."""
+    name = label.split(" (")[0]
+    return name if name[:2].isupper() else name.lower()
+
+
+def _fmt(v: float, span: float) -> str:
+    return f"{round(v, 2 if span <= 1 else (1 if span <= 10 else 0)):g}"
+
+
+def _describe(s: dict[str, Any], rng: np.random.Generator) -> tuple[str, list[str], str]:
+    """Caption, mentions and the lead sentence of the citing paragraph, all read off the spec."""
+    ref = f"{_pick(rng, ['Fig.', 'Figure'])} {int(rng.integers(1, 10))}"
+    t = s["type"]
+    if t in ("Graph Plot", "Scatterplot", "Bar Chart"):
+        d, n = s["domain"], len(s["names"])
+        y, x, ent = _var(d["y"]), _var(d["x"]), _plural(d["entity"], n)
+        cap_y = y[0].upper() + y[1:]
+    if t == "Graph Plot":
+        parts = [f"{se['name']} ({se['color']}) {_TREND_VERB[se['trend']]}" for se in s["series"]]
+        caption = f"{cap_y} versus {x} for {_NUMBERS[n]} {ent}: {_join(parts)}."
+        a = s["series"][0]
+        mentions = [f"As shown in {ref}, the {y} of {a['name']} {_TREND_VERB[a['trend']]} with {x}."]
+        if n > 1:
+            b = s["series"][1]
+            lead = "In contrast" if b["trend"] != a["trend"] else "Likewise"
+            mentions.append(f"{lead}, {b['name']} {_TREND_VERB[b['trend']]}.")
+        return caption, mentions, f"We track how the {y} of each {d['entity']} changes with {x}."
+    if t == "Scatterplot":
+        corr = "no clear correlation" if s["correlation"] == "no clear" else f"a {s['correlation']} correlation"
+        groups = _join([f"{g['name']} in {g['color']}" for g in s["groups"]])
+        caption = f"Scatterplot of {y} against {x} for {_NUMBERS[n]} {ent} ({groups}); the points show {corr}."
+        mentions = [f"{ref} plots {y} against {x} for {_join(s['names'])}.",
+                    f"The points show {corr} between the two quantities."]  # fmt: skip
+        return caption, mentions, f"We measured {y} and {x} for each {d['entity']}."
+    if t == "Bar Chart":
+        span = d["y_range"][1] - d["y_range"][0]
+        hi, lo = int(np.argmax(s["heights"])), int(np.argmin(s["heights"]))
+        tall, short = s["names"][hi], s["names"][lo]
+        vals = f" ({_fmt(s['heights'][hi], span)})", f" ({_fmt(s['heights'][lo], span)})"
+        caption = (f"{cap_y} by {_var(d['x'])} for {_NUMBERS[n]} {ent}; {tall} has the tallest bar{vals[0]} and "
+                   f"{short} the shortest{vals[1]}.")  # fmt: skip
+        mentions = [f"As {ref} shows, {tall} has the highest {y}, while {short} has the lowest."]
+        return caption, mentions, f"We compare the {y} of {_NUMBERS[n]} {ent}."
+    if t == "Node Diagram":
+        n, m = len(s["nodes"]), len(s["edges"])
+        deg = max(nd["degree"] for nd in s["nodes"])
+        nouns = _plural(s["noun"], n)
+        caption = (f"A {s['kind']} of {_NUMBERS[n]} {nouns} connected by {_NUMBERS[m]} arrows; {s['hub']} has the "
+                   f"most connections ({deg}).")  # fmt: skip
+        mentions = [f"{ref} depicts the {s['kind']} with its {_NUMBERS[n]} {nouns}.",
+                    f"{s['hub']} is the most connected {s['noun']}, with {deg} links."]  # fmt: skip
+        return caption, mentions, f"We describe the {s['kind']} as a directed graph."
+    eqs = s["equations"]
+    if len(eqs) == 1:
+        name = _the(eqs[0]["name"])
+        caption = f"{name[0].upper()}{name[1:]}: {eqs[0]['text']}."
+    else:
+        parts = [f"({k + 1}) {_the(e['name'])}, {e['text']}" for k, e in enumerate(eqs)]
+        caption = f"{_NUMBERS[len(eqs)].capitalize()} numbered equations: {'; '.join(parts)}."
+    k = int(rng.integers(len(eqs)))
+    mentions = [f"We define {eqs[k]['lhs']} as {_the(eqs[k]['name'])} in Eq. ({k + 1}) of {ref}."]
+    if len(eqs) > 1:
+        mentions.append(f"{ref} lists {_NUMBERS[len(eqs)]} equations in total.")
+    return caption, mentions, "We now state the equations used in our analysis."
+
+
+def _pick(rng: np.random.Generator, seq: Any) -> Any:
+    return seq[int(rng.integers(len(seq)))]
+
+
+def make_figure(
+    seed: int, index: int, split: str, figure_type: str | None = None, image_size: int = 224
+) -> SciFigFigure:
+    """Sample, draw and describe figure ``index`` of ``split``; the result depends only on the arguments.
+
+    Args:
+        seed: base seed of the dataset.
+        index: position of the figure in its split.
+        split: split name (any string; ``train``/``val``/``test`` in generated datasets).
+        figure_type: one of `FIGURE_TYPES`; default ``FIGURE_TYPES[index % 5]``.
+        image_size: side of the square image in pixels.
+    """
+    try:
+        from scitune.data import scifig_render
+    except ImportError as e:  # matplotlib is an optional dependency
+        raise ImportError("SciFig rendering needs matplotlib: pip install 'scitune[eval]'") from e
+    figure_type = figure_type or FIGURE_TYPES[index % len(FIGURE_TYPES)]
+    if figure_type not in FIGURE_TYPES:
+        raise ValueError(f"figure_type {figure_type!r} is not one of {list(FIGURE_TYPES)}")
+    rng = figure_rng(seed, split, index)
+    spec = scifig_render.SAMPLERS[figure_type](rng)
+    image, items, found = scifig_render.render(spec, image_size)
+    caption, mentions, lead = _describe(spec, rng)
+    meta = {**spec, "seed": seed, "index": index, "text_items": [list(it) for it in items], "canvas_texts": found}
+    return SciFigFigure(id=f"scifig-{split}-{index:06d}", split=split, figure_type=figure_type, caption=caption,
+                        ocr_text=" ".join(o for _, o in items), mentions=mentions, image=image, meta=meta,
+                        paragraphs=[" ".join([lead, *mentions])])  # fmt: skip
+
+
+def _q(question: str, correct: str, wrong: list[str], solution: str, category: str, skill: str) -> dict[str, Any]:
+    return {"question": question, "correct": correct, "wrong": [w for w in wrong if w != correct], "solution": solution,
+            "category": category, "skill": skill}  # fmt: skip
+
+
+def _count_q(question: str, n: int, rng: np.random.Generator, solution: str, category: str) -> dict[str, Any]:
+    start = max(1, n - int(rng.integers(0, 4)))
+    return _q(
+        question, str(n), [str(v) for v in range(start, start + 4)], solution, category, "Count objects in a figure"
+    )
+
+
+def _type_q(s: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    t = s["type"]
+    sol = f"The figure {_EVIDENCE[t]}. So, its type is {t}."
+    return _q("Which type of figure is shown?", t, list(FIGURE_TYPES), sol, "Figure types", "Identify figure types")
+
+
+def _image_questions(s: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Every question kind the figure supports; each needs the image to answer."""
+    t, qs = s["type"], [_type_q(s, rng)]
+    colors = ["blue", "orange", "green", "red", "purple", "brown"]
+    if t in ("Graph Plot", "Scatterplot", "Bar Chart"):
+        span = s["y_lim"][1] - s["y_lim"][0]
+    if t == "Graph Plot":
+        cat, se = "Reading line graphs", _pick(rng, s["series"])
+        which = "the plotted curve" if len(s["series"]) == 1 else f"the curve labelled {se['name']}"
+        y0, y1, ymax = (_fmt(v, span) for v in (se["y"][0], se["y"][-1], max(se["y"])))
+        path = f"rises to about {ymax} and then falls to about {y1}" if se["trend"] == TRENDS[2] else f"ends near {y1}"
+        sol = f"Follow {which} ({se['color']}) from left to right: it starts near {y0} and {path}. So, it {_TREND_VERB[se['trend']]}."
+        qs.append(_q(f"Which trend does {which} show?", se["trend"], list(TRENDS), sol, cat, "Read a line graph"))
+        qs.append(_count_q("How many curves are plotted?", len(s["series"]), rng,
+                           f"Count the lines in the plot area: there are {len(s['series'])}.", cat))  # fmt: skip
+        if s["legend"]:
+            qs.append(_q(f"What color is the curve labelled {se['name']}?", se["color"], _wrong(rng, colors, se["color"]),
+                         f"The legend shows a {se['color']} line next to {se['name']}.", cat, "Read a legend"))  # fmt: skip
+    elif t == "Scatterplot":
+        cat, corr = "Reading scatterplots", s["correlation"]
+        sol = {"positive": "The points tend to go up from left to right, so the correlation is positive.",
+               "negative": "The points tend to go down from left to right, so the correlation is negative.",
+               "no clear": "The points show no upward or downward direction, so there is no clear correlation."}[corr]  # fmt: skip
+        qs.append(_q("Which kind of correlation do the plotted points show?", f"{corr} correlation",
+                     [f"{c} correlation" for c in CORRELATIONS], sol, cat, "Read a scatterplot"))  # fmt: skip
+        if s["legend"]:
+            g = _pick(rng, s["groups"])
+            qs.append(_q(f"What color are the points labelled {g['name']}?", g["color"], _wrong(rng, colors, g["color"]),
+                         f"The legend shows {g['color']} markers next to {g['name']}.", cat, "Read a legend"))  # fmt: skip
+            qs.append(_count_q("How many groups of points does the legend list?", len(s["groups"]), rng,
+                               f"The legend lists {_join(s['names'])}.", cat))  # fmt: skip
+    elif t == "Bar Chart":
+        cat, names, h = "Reading bar charts", s["names"], s["heights"]
+        for word, k in (("tallest", int(np.argmax(h))), ("shortest", int(np.argmin(h)))):
+            sol = f"The bar for {names[k]} reaches {_fmt(h[k], span)}, {'higher' if word == 'tallest' else 'lower'} than every other bar."
+            qs.append(
+                _q(f"Which bar is the {word}?", names[k], _wrong(rng, names, names[k]), sol, cat, "Read a bar chart")
+            )
+        qs.append(
+            _count_q("How many bars are shown?", len(h), rng, f"There is one bar for each of {_join(names)}.", cat)
+        )
+        k = int(rng.integers(len(names)))
+        q = "What color are the bars?" if s["single_color"] else f"What color is the bar for {names[k]}?"
+        qs.append(_q(q, s["colors"][k], _wrong(rng, colors, s["colors"][k]), f"The bar for {names[k]} is {s['colors'][k]}.",
+                     cat, "Read a bar chart"))  # fmt: skip
+    elif t == "Node Diagram":
+        cat, labels = "Reading diagrams", [nd["label"] for nd in s["nodes"]]
+        deg = max(nd["degree"] for nd in s["nodes"])
+        qs.append(_count_q("How many nodes are in the diagram?", len(labels), rng,
+                           f"The diagram shows the nodes {_join(labels)}.", cat))  # fmt: skip
+        qs.append(_q("Which node has the most connections?", s["hub"], _wrong(rng, labels, s["hub"]),
+                     f"{s['hub']} has {deg} arrows starting or ending at it, more than any other node.", cat,
+                     "Read a node diagram"))  # fmt: skip
+        outs = {a: [e[1] for e in s["edges"] if e[0] == a] for a in labels}
+        single = [a for a in labels if len(outs[a]) == 1]
+        if single:
+            a = _pick(rng, single)
+            b = outs[a][0]
+            qs.append(_q(f"Which node does the arrow from {a} point to?", b, _wrong(rng, [x for x in labels if x != a], b),
+                         f"Exactly one arrow leaves {a}, and it points to {b}.", cat, "Read a node diagram"))  # fmt: skip
+    else:
+        cat, eqs = "Reading equations", s["equations"]
+        qs.append(_count_q("How many numbered equations are shown?", len(eqs), rng,
+                           f"The equations are numbered (1) to ({len(eqs)})." if len(eqs) > 1 else "Only equation (1) is shown.", cat))  # fmt: skip
+        k = int(rng.integers(len(eqs)))
+        e, which = eqs[k], "the equation" if len(eqs) == 1 else f"equation ({k + 1})"
+        qs.append(_q(f"Which quantity is on the left-hand side of {which}?", e["lhs"], _wrong(rng, LHS, e["lhs"]),
+                     f"{which.capitalize()} reads {e['text']}, so its left-hand side is {e['lhs']}.", cat,
+                     "Read an equation"))  # fmt: skip
+        if e["function"]:
+            qs.append(_q(f"Which function appears in {which}?", e["function"], _wrong(rng, FUNCTIONS, e["function"]),
+                         f"{which.capitalize()} reads {e['text']}, which uses {e['function']}.", cat, "Read an equation"))  # fmt: skip
+    return qs
+
+
+def _wrong(rng: np.random.Generator, pool: Any, correct: str, k: int = 3) -> list[str]:
+    others = [p for p in pool if p != correct]
+    return [others[int(i)] for i in rng.choice(len(others), size=min(k, len(others)), replace=False)]
+
+
+def _text_question(s: dict[str, Any], rng: np.random.Generator) -> tuple[str, dict[str, Any]] | None:
+    """A question whose data is given in the hint instead of the image, or None if the figure has none to give."""
+    t, cat = s["type"], "Reading data in text"
+    facts: list[tuple[str, float]] = []
+    if t == "Graph Plot" and len(s["series"]) > 1:
+        x_end = f"{s['x_lim'][1]:g}"
+        facts = [(se["name"], se["y"][-1]) for se in s["series"]]
+        what, q = f"{_var(s['y_label'])} at {_var(s['x_label'])} {x_end}", f"Which {s['domain']['entity']}"
+    elif t == "Scatterplot" and len(s["groups"]) > 1:
+        facts = [(g["name"], g["mean_y"]) for g in s["groups"]]
+        what, q = f"average {_var(s['y_label'])}", f"Which {s['domain']['entity']}"
+    elif t == "Bar Chart":
+        facts = list(zip(s["names"], s["heights"]))
+        what, q = _var(s["y_label"]), f"Which {s['domain']['entity']}"
+    if facts:
+        span = s["y_lim"][1] - s["y_lim"][0]
+        best = max(facts, key=lambda f: f[1])[0]
+        hint = f"The {what} of each item: " + ", ".join(f"{n} {_fmt(v, span)}" for n, v in facts) + "."
+        sol = f"Compare the numbers: {best} has the largest value."
+        return hint, _q(f"{q} has the highest {what}?", best, _wrong(rng, [n for n, _ in facts], best), sol, cat,
+                        "Compare values given in text")  # fmt: skip
+    if t == "Node Diagram":
+        hint = f"In a {s['kind']}, arrows go " + "; ".join(f"from {a} to {b}" for a, b in s["edges"]) + "."
+        labels = [nd["label"] for nd in s["nodes"]]
+        return hint, _q(f"Which {s['noun']} has the most connections?", s["hub"], _wrong(rng, labels, s["hub"]),
+                        f"Count the arrows that start or end at each {s['noun']}: {s['hub']} has the most.", cat,
+                        "Compare values given in text")  # fmt: skip
+    if t == "Equation":
+        eqs = s["equations"]
+        k = int(rng.integers(len(eqs)))
+        hint = " ".join(f"Equation ({i + 1}) is {e['text']}." for i, e in enumerate(eqs))
+        return hint, _q(f"Which quantity is on the left-hand side of equation ({k + 1})?", eqs[k]["lhs"],
+                        _wrong(rng, LHS, eqs[k]["lhs"]), f"Equation ({k + 1}) is {eqs[k]['text']}.", cat,
+                        "Read an equation")  # fmt: skip
+    return None
+
+
+def _no_context_question(s: dict[str, Any]) -> dict[str, Any]:
+    """A figure-choice question about the figure's data, answerable from general knowledge (no image, no hint)."""
+    t = s["type"]
+    if t in ("Graph Plot", "Scatterplot", "Bar Chart"):
+        y, x, ent = _var(s["y_label"]), _var(s["x_label"]), _plural(s["domain"]["entity"])
+    q = {
+        "Graph Plot": lambda: f"showing how {y} changes with {x}",
+        "Scatterplot": lambda: f"showing whether {y} is related to {x} across many separate measurements",
+        "Bar Chart": lambda: f"comparing the {y} of a few {ent}",
+        "Node Diagram": lambda: f"showing how the {_plural(s['noun'])} of a {s['kind']} are connected",
+        "Equation": lambda: f"presenting a formula such as {_the(s['equations'][0]['name'])}",
+    }[t]()
+    sol = f"A figure that {_EVIDENCE[t]} is best for {q}. So, the answer is {t}."
+    return _q(
+        f"Which type of figure is best for {q}?", t, list(FIGURE_TYPES), sol, "Figure types", "Choose a figure type"
+    )
+
+
+def make_questions(figure: SciFigFigure, n: int = 1) -> dict[str, dict[str, Any]]:
+    """ScienceQA-schema problems (pid -> problem) about ``figure``: ``n`` image questions of distinct kinds, and on a
+    fixed schedule one text-context (image None, hint given) or no-context (image None, hint "") question."""
+    s, split, index = figure.meta, figure.split, figure.meta["index"]
+    rng = figure_rng(figure.meta["seed"], split, index, stream=1)
+    kinds = _image_questions(s, rng)
+    picks = rng.choice(len(kinds), size=min(n, len(kinds)), replace=False)
+    chosen = [(f"{figure.id}-q{j}", kinds[int(i)], "", True) for j, i in enumerate(picks)]
+    if index % _TXT_EVERY in (_TXT_AT, _NO_AT):
+        txt = _text_question(s, rng) if index % _TXT_EVERY == _TXT_AT else None
+        hint, q = txt if txt else ("", _no_context_question(s))
+        chosen.append((f"{figure.id}-{'txt' if hint else 'no'}", q, hint, False))
+    subject, topic = _subject(s)
+    out = {}
+    for pid, q, hint, with_image in chosen:
+        choices = [q["correct"], *q["wrong"]]
+        order = [int(i) for i in rng.permutation(len(choices))]
+        grade = int(rng.integers(_GRADES[q["category"]][0], _GRADES[q["category"]][1] + 1))
+        practice = q["category"] in ("Figure types", "Reading equations")
+        subj, top = _PRACTICES if practice else (subject, topic)
+        out[pid] = {"question": q["question"], "choices": [choices[i] for i in order], "answer": order.index(0),
+                    "hint": hint, "image": "image.png" if with_image else None,
+                    "task": "closed choice", "grade": f"grade{grade}", "subject": subj, "topic": top,
+                    "category": q["category"], "skill": q["skill"], "lecture": LECTURES[q["category"]],
+                    "solution": q["solution"], "split": split}  # fmt: skip
+    return out
+
+
+def _subject(s: dict[str, Any]) -> tuple[str, str]:
+    if "domain" in s:
+        return s["domain"]["subject"], s["domain"]["topic"]
+    return (s["subject"], s["topic"]) if "subject" in s else _PRACTICES
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` at ``dst`` atomically (a copy where links are not supported)."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def generate_scifig(out_dir: str | os.PathLike[str], config: SciFigConfig | None = None, progress: bool = True) -> dict:
+    """Render the dataset under ``out_dir`` and return its manifest; do nothing if a manifest with this config exists.
+
+    Layout: ``images/<id>.png``; ``scicap/<split>.jsonl`` (SciCap-style records); ``scienceqa/problems.json``,
+    ``scienceqa/pid_splits.json`` and ``scienceqa/images/<pid>/image.png`` (ScienceQA's layout, hard links);
+    ``manifest.json`` (written last, so an interrupted run is redone).
+    """
+    out, config = Path(out_dir), config or SciFigConfig()
+    wanted = {**asdict(config), "types": list(config.types)}
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        try:
+            old = read_json(manifest_path)
+        except DataError:
+            old = None
+        if isinstance(old, dict) and old.get("config") == wanted and old.get("format_version") == FORMAT_VERSION:
+            return old
+        manifest_path.unlink()  # files are about to change: never leave a manifest that describes other files
+    counts = config.counts()
+    problems: dict[str, dict[str, Any]] = {}
+    pid_splits: dict[str, list[str]] = {s: [] for s in SPLITS}
+    type_counts = {s: dict.fromkeys(config.types, 0) for s in SPLITS}
+    with tqdm(total=sum(counts.values()), desc="SciFig", unit="fig", disable=not progress) as bar:
+        for split in SPLITS:
+            records = []
+            for i in range(counts[split]):
+                fig = make_figure(config.seed, i, split, config.types[i % len(config.types)], config.image_size)
+                png = out / "images" / f"{fig.id}.png"
+                with atomic_path(png) as tmp:
+                    fig.image.save(tmp, format="PNG")
+                records.append(fig.to_record())
+                type_counts[split][fig.figure_type] += 1
+                for pid, prob in make_questions(fig, config.questions_per_figure).items():
+                    if prob["image"]:
+                        _link(png, out / "scienceqa" / "images" / pid / "image.png")
+                    problems[pid] = prob
+                    pid_splits[split].append(pid)
+                bar.update(1)
+            write_jsonl(out / "scicap" / f"{split}.jsonl", records)
+    write_json(out / "scienceqa" / "problems.json", problems, indent=None)
+    write_json(out / "scienceqa" / "pid_splits.json", pid_splits)
+    contexts = {"image": 0, "text": 0, "none": 0}
+    for p in problems.values():
+        contexts["image" if p["image"] else ("text" if p["hint"] else "none")] += 1
+    manifest = {"name": "scifig", "format_version": FORMAT_VERSION, "config": wanted, "counts": counts,
+                "type_counts": type_counts, "problems": {s: len(v) for s, v in pid_splits.items()},
+                "problem_contexts": contexts}  # fmt: skip
+    write_json(manifest_path, manifest)
+    return manifest

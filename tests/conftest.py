@@ -1,0 +1,79 @@
+"""Test setup: fully offline (hub variables set before transformers is imported, sockets refused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SCITUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Any connection to a non-loopback address fails the test."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1") or "/" in host):
+            return real_connect(self, address)
+        raise OSError(f"network access attempted in a test: {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> dict[str, str]:
+    """Tiny CLIP + LLaMA saved as HF folders (loaded back through from_pretrained)."""
+    from scitune.model.builders import save_tiny_base
+
+    return save_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+
+
+def make_color_records(folder: Path, n: int = 16, seed: int = 0) -> Path:
+    """Write ``n`` image-text records (solid-colour images, 'The image is <colour>.') and return the JSONL."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        c = list(COLORS)[i % len(COLORS)] if i < len(COLORS) else rng.choice(list(COLORS))
+        Image.new("RGB", (40, 40), COLORS[c]).save(folder / f"img{i}.png")
+        lines.append({
+            "id": f"r{i}",
+            "image": f"img{i}.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat color is this?"},
+                {"from": "gpt", "value": f"The image is {c}."},
+            ],
+        })
+    path = folder / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+@pytest.fixture
+def color_data(tmp_path) -> Path:
+    return make_color_records(tmp_path / "data")

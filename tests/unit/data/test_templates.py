@@ -1,0 +1,91 @@
+"""Golden label-mask tests: the decoded trained tokens are exactly the assistant turns (plus each turn's end)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scitune.data.conversation import Message
+from scitune.data.templates import CHAT_TEMPLATES, get_template
+from scitune.data.tokenize import IGNORE_INDEX, ImageSlots, encode_conversation, encode_prompt
+from scitune.model.builders import tiny_tokenizer
+
+MESSAGES = [
+    Message("user", "<image>\nWhat type of figure is this?"),
+    Message("assistant", "Graph Plot Accuracy versus epochs."),
+    Message("user", "And the trend?"),
+    Message("assistant", "It increases."),
+]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def _slots(tok, n=3):
+    return ImageSlots("<image>", tok.convert_tokens_to_ids("<image>"), n)
+
+
+def _trained_spans(ids, labels):
+    spans, cur = [], []
+    for i, lab in zip(ids, labels):
+        if lab != IGNORE_INDEX:
+            assert lab == i
+            cur.append(i)
+        elif cur:
+            spans.append(cur)
+            cur = []
+    if cur:
+        spans.append(cur)
+    return spans
+
+
+EXPECTED_ENDS = {"scitune": "###", "vicuna-v1": "</s>", "plain": "\n", "chat-template": "</s>\n"}
+
+
+@pytest.mark.parametrize("name", CHAT_TEMPLATES.names())
+def test_trained_tokens_are_exactly_the_assistant_text(name, tok):
+    template = get_template(name)
+    msgs = MESSAGES[:2] if name == "plain" else MESSAGES
+    enc = encode_conversation(msgs, tok, template, _slots(tok))
+    spans = _trained_spans(enc.input_ids, enc.labels)
+    decoded = [tok.decode(s) for s in spans]
+    want = [m.content + EXPECTED_ENDS[name] for m in msgs if m.role == "assistant"]
+    assert decoded == want
+    # image tokens are present, expanded, and never trained
+    img = tok.convert_tokens_to_ids("<image>")
+    assert enc.input_ids.count(img) == 3 and enc.n_images == 1
+    assert all(lab != img for lab in enc.labels)
+
+
+@pytest.mark.parametrize("name", CHAT_TEMPLATES.names())
+def test_generation_prompt_is_the_untrained_prefix(name, tok):
+    template = get_template(name)
+    msgs = MESSAGES[:2] if name == "plain" else MESSAGES
+    full = encode_conversation(msgs, tok, template, _slots(tok))
+    prompt = encode_prompt(msgs[:-1], tok, template, _slots(tok))
+    first_trained_of_last = max(i for i, lab in enumerate(full.labels) if lab == IGNORE_INDEX) + 1
+    # the prompt is exactly the tokens before the last assistant reply
+    assert prompt.input_ids == full.input_ids[: len(prompt.input_ids)]
+    assert len(prompt.input_ids) == first_trained_of_last or name == "plain" and len(msgs) == 2
+
+
+def test_scitune_template_renders_table6_layout(tok):
+    text = "".join(s.text for s in get_template("scitune").render(MESSAGES[:2], tok))
+    assert text == (
+        "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the human's questions.###Human: <image>\nWhat type of figure is this?"
+        "###Assistant: Graph Plot Accuracy versus epochs.###"
+    )
+
+
+def test_record_system_message_overrides_default(tok):
+    msgs = [Message("system", "You are a figure expert.")] + MESSAGES[:2]
+    text = "".join(s.text for s in get_template("scitune").render(msgs, tok))
+    assert text.startswith("You are a figure expert.###Human:")
+
+
+def test_image_in_assistant_turn_is_rejected(tok):
+    bad = [Message("user", "hi"), Message("assistant", "look <image>")]
+    with pytest.raises(ValueError, match="assistant turn contains the image"):
+        encode_conversation(bad, tok, get_template("scitune"), _slots(tok))
