@@ -61,14 +61,16 @@ def make_color_records(folder: Path, n: int = 16, seed: int = 0) -> Path:
     for i in range(n):
         c = list(COLORS)[i % len(COLORS)] if i < len(COLORS) else rng.choice(list(COLORS))
         Image.new("RGB", (40, 40), COLORS[c]).save(folder / f"img{i}.png")
-        lines.append({
-            "id": f"r{i}",
-            "image": f"img{i}.png",
-            "conversations": [
-                {"from": "human", "value": "<image>\nWhat color is this?"},
-                {"from": "gpt", "value": f"The image is {c}."},
-            ],
-        })
+        lines.append(
+            {
+                "id": f"r{i}",
+                "image": f"img{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat color is this?"},
+                    {"from": "gpt", "value": f"The image is {c}."},
+                ],
+            }
+        )
     path = folder / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     return path

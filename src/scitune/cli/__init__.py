@@ -21,8 +21,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     from scitune import __version__
 
-    lines = [f"scitune {__version__}: multimodal instruction tuning (SciTune, LLaVA)", "",
-             "usage: scitune COMMAND [options]   (scitune COMMAND --help for details)", "", "commands:"]
+    lines = [
+        f"scitune {__version__}: multimodal instruction tuning (SciTune, LLaVA)",
+        "",
+        "usage: scitune COMMAND [options]   (scitune COMMAND --help for details)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 

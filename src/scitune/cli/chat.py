@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from scitune.cli.common import parser
+from scitune.cli.common import instantiate, parser
 from scitune.config.schema import GenerationConfig
 
 HELP = "commands: /image PATH (attach to the next message), /reset, /quit"
@@ -20,8 +20,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--system", default=None, help="override the template's system message")
     p.add_class_arguments(GenerationConfig, "gen")
     args = p.parse_args(argv)
-    session = ChatSession(load_model(args.checkpoint, device=args.device), p.instantiate_classes(args).gen,
-                          args.system)
+    session = ChatSession(load_model(args.checkpoint, device=args.device), instantiate(p, args).gen, args.system)
     print(HELP, flush=True)
     pending = None
     for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):

@@ -56,10 +56,15 @@ def parse_run(p: ArgumentParser, argv: list[str]) -> tuple[RunConfig, str]:
     """Parse into a `RunConfig` and the resolved YAML text."""
     ns = p.parse_args(preset_argv(argv))
     text = p.dump(ns)
-    init = p.instantiate_classes(ns)
+    init = instantiate(p, ns)
     return RunConfig(**{k: getattr(init, k) for k, _ in RUN_SECTIONS}), text
 
 
 def fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def instantiate(p: ArgumentParser, ns):
+    """Instantiate dataclass groups of a parsed namespace (jsonargparse renamed this method in 4.49)."""
+    return p.instantiate(ns) if hasattr(p, "instantiate") else p.instantiate_classes(ns)

@@ -10,8 +10,11 @@ from scitune.cli.common import parse_run, parser, run_parser
 def main(argv: list[str]) -> int:
     from scitune.config.io import resolve_config_path
 
-    p = parser("config", "Work with configs.\n\n  scitune config show tiny/align\n  scitune config cp "
-               "scitune-llama-7b/align my.yaml\n  scitune config validate my.yaml")
+    p = parser(
+        "config",
+        "Work with configs.\n\n  scitune config show tiny/align\n  scitune config cp "
+        "scitune-llama-7b/align my.yaml\n  scitune config validate my.yaml",
+    )
     p.add_argument("action", choices=["show", "cp", "validate"], help="show | cp | validate")
     p.add_argument("name", help="preset name or YAML file")
     p.add_argument("dest", nargs="?", default=None, help="destination file (cp)")

@@ -12,9 +12,12 @@ from scitune.cli.common import parser
 def main(argv: list[str]) -> int:
     from scitune.data.converters import CONVERTERS
 
-    p = parser("convert", "Convert a source to training records.\n\n  scitune convert scicap --src figs/ --out "
-               "scicap_CTOM.jsonl --variant CTOM\n  scitune convert scienceqa --src problems.json --out "
-               "train.json --split train --prompt_format QCM-LEA")
+    p = parser(
+        "convert",
+        "Convert a source to training records.\n\n  scitune convert scicap --src figs/ --out "
+        "scicap_CTOM.jsonl --variant CTOM\n  scitune convert scienceqa --src problems.json --out "
+        "train.json --split train --prompt_format QCM-LEA",
+    )
     sub = p.add_subcommands(dest="source")
     for name in CONVERTERS.names():
         sp = ArgumentParser(description=(CONVERTERS.get(name).__doc__ or "").strip())

@@ -26,7 +26,6 @@ def main(argv: list[str]) -> int:
     model = load_model(args.checkpoint)
     slots = ImageSlots(model.identity.get("image_token", "<image>"), model.image_token_id, model.num_image_tokens)
     template = get_template(args.template or model.template)
-    samples, report = validate_file(Path(args.data), model.tokenizer, template, slots, args.image_root,
-                                    args.max_length)
+    samples, report = validate_file(Path(args.data), model.tokenizer, template, slots, args.image_root, args.max_length)
     print(report.summary(limit=1000))
     return 0 if report.ok else 1

@@ -28,6 +28,8 @@ def main(argv: list[str]) -> int:
     result = train(cfg)
     if is_main_process():
         first, last = result.losses[0], result.losses[-1]
-        print(f"trained {cfg.train.stage}: {result.steps} steps, loss {first:.4f} -> {last:.4f}; "
-              f"checkpoint {result.final_checkpoint}")
+        print(
+            f"trained {cfg.train.stage}: {result.steps} steps, loss {first:.4f} -> {last:.4f}; "
+            f"checkpoint {result.final_checkpoint}"
+        )
     return 0

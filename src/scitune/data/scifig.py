@@ -21,22 +21,6 @@ from scitune.io import DataError, atomic_path, read_json, write_json, write_json
 FIGURE_TYPES: tuple[str, ...] = ("Graph Plot", "Scatterplot", "Node Diagram", "Equation", "Bar Chart")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FORMAT_VERSION = 1
-TRENDS: tuple[str, ...] = ("increasing", "decreasing", "rises then falls")
-CORRELATIONS: tuple[str, ...] = ("positive", "negative", "no clear")
-FUNCTIONS: tuple[str, ...] = ("sin", "cos", "exp", "log", "sqrt")
-EQUATIONS = (  # (name, left-hand side, function or None, latex format, plain format); {a}, {b} are integers
-    ("quadratic polynomial", "y", None, r"$y = {a}x^2 + {b}x + 1$", "y = {a}x^2 + {b}x + 1"),
-    ("exponential decay", "N(t)", "exp", r"$N(t) = N_0\, e^{{-{a}t}}$", "N(t) = N_0 e^(-{a}t)"),
-    ("sine wave", "f(x)", "sin", r"$f(x) = {a}\sin({b}x)$", "f(x) = {a} sin({b}x)"),
-    ("cosine response", "h(θ)", "cos", r"$h(\theta) = {a}\cos(\theta) + {b}$", "h(θ) = {a} cos(θ) + {b}"),
-    ("Boltzmann entropy", "S", "log", r"$S = k_B \ln W$", "S = k_B ln W"),
-    ("free-fall speed", "v", "sqrt", r"$v = \sqrt{{2gh}}$", "v = sqrt(2gh)"),
-    ("Newton's second law", "F", None, r"$F = m a$", "F = m a"),
-    ("mass-energy equivalence", "E", None, r"$E = m c^2$", "E = m c^2"),
-    ("squared-error loss", "L", None, r"$L = \sum_{{i=1}}^{{n}} (y_i - \hat{{y}}_i)^2$", "L = Σ_{{i=1}}^{{n}} (y_i - ŷ_i)^2"),
-    ("logistic function", "σ(z)", "exp", r"$\sigma(z) = 1 / (1 + e^{{-{a}z}})$", "σ(z) = 1 / (1 + e^(-{a}z))"),
-)  # fmt: skip
-LHS: tuple[str, ...] = tuple(e[1] for e in EQUATIONS)
 _TXT_EVERY, _TXT_AT, _NO_AT = 7, 3, 6  # figure i also gets a text-context question if i % 7 == 3, no-context if 6
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _TREND_VERB = {"increasing": "increases", "decreasing": "decreases", "rises then falls": "rises then falls"}
@@ -187,26 +171,29 @@ def _describe(s: dict[str, Any], rng: np.random.Generator) -> tuple[str, list[st
         corr = "no clear correlation" if s["correlation"] == "no clear" else f"a {s['correlation']} correlation"
         groups = _join([f"{g['name']} in {g['color']}" for g in s["groups"]])
         caption = f"Scatterplot of {y} against {x} for {_NUMBERS[n]} {ent} ({groups}); the points show {corr}."
-        mentions = [f"{ref} plots {y} against {x} for {_join(s['names'])}.",
-                    f"The points show {corr} between the two quantities."]  # fmt: skip
+        mentions = [f"{ref} plots {y} against {x} for {_join(s['names'])}.", f"The points show {corr} between them."]
         return caption, mentions, f"We measured {y} and {x} for each {d['entity']}."
     if t == "Bar Chart":
         span = d["y_range"][1] - d["y_range"][0]
         hi, lo = int(np.argmax(s["heights"])), int(np.argmin(s["heights"]))
         tall, short = s["names"][hi], s["names"][lo]
         vals = f" ({_fmt(s['heights'][hi], span)})", f" ({_fmt(s['heights'][lo], span)})"
-        caption = (f"{cap_y} by {_var(d['x'])} for {_NUMBERS[n]} {ent}; {tall} has the tallest bar{vals[0]} and "
-                   f"{short} the shortest{vals[1]}.")  # fmt: skip
+        caption = (
+            f"{cap_y} by {_var(d['x'])} for {_NUMBERS[n]} {ent}; {tall} has the tallest bar{vals[0]} and "
+            f"{short} the shortest{vals[1]}."
+        )
         mentions = [f"As {ref} shows, {tall} has the highest {y}, while {short} has the lowest."]
         return caption, mentions, f"We compare the {y} of {_NUMBERS[n]} {ent}."
     if t == "Node Diagram":
         n, m = len(s["nodes"]), len(s["edges"])
         deg = max(nd["degree"] for nd in s["nodes"])
         nouns = _plural(s["noun"], n)
-        caption = (f"A {s['kind']} of {_NUMBERS[n]} {nouns} connected by {_NUMBERS[m]} arrows; {s['hub']} has the "
-                   f"most connections ({deg}).")  # fmt: skip
-        mentions = [f"{ref} depicts the {s['kind']} with its {_NUMBERS[n]} {nouns}.",
-                    f"{s['hub']} is the most connected {s['noun']}, with {deg} links."]  # fmt: skip
+        caption = (
+            f"A {s['kind']} of {_NUMBERS[n]} {nouns} connected by {_NUMBERS[m]} arrows; {s['hub']} has the "
+            f"most connections ({deg})."
+        )
+        mentions = [f"{ref} depicts the {s['kind']} with its {_NUMBERS[n]} {nouns}."]
+        mentions.append(f"{s['hub']} is the most connected {s['noun']}, with {deg} links.")
         return caption, mentions, f"We describe the {s['kind']} as a directed graph."
     eqs = s["equations"]
     if len(eqs) == 1:
@@ -226,6 +213,15 @@ def _pick(rng: np.random.Generator, seq: Any) -> Any:
     return seq[int(rng.integers(len(seq)))]
 
 
+def _render() -> Any:
+    """The drawing module (and the vocabulary of what can be drawn), imported on first use: it needs matplotlib."""
+    try:
+        from scitune.data import scifig_render
+    except ImportError as e:  # matplotlib is an optional dependency
+        raise ImportError("SciFig rendering needs matplotlib: pip install 'scitune[eval]'") from e
+    return scifig_render
+
+
 def make_figure(
     seed: int, index: int, split: str, figure_type: str | None = None, image_size: int = 224
 ) -> SciFigFigure:
@@ -238,10 +234,7 @@ def make_figure(
         figure_type: one of `FIGURE_TYPES`; default ``FIGURE_TYPES[index % 5]``.
         image_size: side of the square image in pixels.
     """
-    try:
-        from scitune.data import scifig_render
-    except ImportError as e:  # matplotlib is an optional dependency
-        raise ImportError("SciFig rendering needs matplotlib: pip install 'scitune[eval]'") from e
+    scifig_render = _render()
     figure_type = figure_type or FIGURE_TYPES[index % len(FIGURE_TYPES)]
     if figure_type not in FIGURE_TYPES:
         raise ValueError(f"figure_type {figure_type!r} is not one of {list(FIGURE_TYPES)}")
@@ -255,157 +248,157 @@ def make_figure(
                         paragraphs=[" ".join([lead, *mentions])])  # fmt: skip
 
 
-def _q(question: str, correct: str, wrong: list[str], solution: str, category: str, skill: str) -> dict[str, Any]:
-    return {"question": question, "correct": correct, "wrong": [w for w in wrong if w != correct], "solution": solution,
-            "category": category, "skill": skill}  # fmt: skip
+class _Questions(list):
+    """Question candidates (correct answer first, distractors drawn from a pool) for one figure."""
+
+    def __init__(self, rng: np.random.Generator, category: str) -> None:
+        super().__init__()
+        self.rng, self.category = rng, category
+
+    def add(self, question: str, correct: str, pool: Any, solution: str, skill: str, category: str = "") -> None:
+        others = [p for p in pool if p != correct]
+        k = min(4 if len(pool) == 5 else 3, len(others))  # at most 5 choices, as ScienceQA
+        wrong = [others[int(i)] for i in self.rng.permutation(len(others))[:k]]
+        self.append({"question": question, "correct": correct, "wrong": wrong, "solution": solution,
+                     "category": category or self.category, "skill": skill})  # fmt: skip
+
+    def count(self, question: str, n: int, solution: str) -> None:
+        start = max(1, n - int(self.rng.integers(0, 4)))
+        self.add(question, str(n), [str(v) for v in range(start, start + 4)], solution, "Count objects in a figure")
 
 
-def _count_q(question: str, n: int, rng: np.random.Generator, solution: str, category: str) -> dict[str, Any]:
-    start = max(1, n - int(rng.integers(0, 4)))
-    return _q(
-        question, str(n), [str(v) for v in range(start, start + 4)], solution, category, "Count objects in a figure"
-    )
+_CATEGORY = {"Graph Plot": "Reading line graphs", "Scatterplot": "Reading scatterplots",
+             "Node Diagram": "Reading diagrams", "Equation": "Reading equations",
+             "Bar Chart": "Reading bar charts"}  # fmt: skip
 
 
-def _type_q(s: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    t = s["type"]
-    sol = f"The figure {_EVIDENCE[t]}. So, its type is {t}."
-    return _q("Which type of figure is shown?", t, list(FIGURE_TYPES), sol, "Figure types", "Identify figure types")
-
-
-def _image_questions(s: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
+def _image_questions(s: dict[str, Any], rng: np.random.Generator) -> _Questions:
     """Every question kind the figure supports; each needs the image to answer."""
-    t, qs = s["type"], [_type_q(s, rng)]
-    colors = ["blue", "orange", "green", "red", "purple", "brown"]
-    if t in ("Graph Plot", "Scatterplot", "Bar Chart"):
-        span = s["y_lim"][1] - s["y_lim"][0]
+    t, v = s["type"], _render()  # v: the drawing vocabulary (trends, colors, equations ...)
+    qs = _Questions(rng, _CATEGORY[t])
+    sol = f"The figure {_EVIDENCE[t]}. So, its type is {t}."
+    qs.add("Which type of figure is shown?", t, FIGURE_TYPES, sol, "Identify figure types", "Figure types")
+    span = s["y_lim"][1] - s["y_lim"][0] if "y_lim" in s else 1.0
     if t == "Graph Plot":
-        cat, se = "Reading line graphs", _pick(rng, s["series"])
+        se = _pick(rng, s["series"])
         which = "the plotted curve" if len(s["series"]) == 1 else f"the curve labelled {se['name']}"
-        y0, y1, ymax = (_fmt(v, span) for v in (se["y"][0], se["y"][-1], max(se["y"])))
-        path = f"rises to about {ymax} and then falls to about {y1}" if se["trend"] == TRENDS[2] else f"ends near {y1}"
-        sol = f"Follow {which} ({se['color']}) from left to right: it starts near {y0} and {path}. So, it {_TREND_VERB[se['trend']]}."
-        qs.append(_q(f"Which trend does {which} show?", se["trend"], list(TRENDS), sol, cat, "Read a line graph"))
-        qs.append(_count_q("How many curves are plotted?", len(s["series"]), rng,
-                           f"Count the lines in the plot area: there are {len(s['series'])}.", cat))  # fmt: skip
+        y0, y1, top = (_fmt(v, span) for v in (se["y"][0], se["y"][-1], max(se["y"])))
+        path = f"rises to about {top} and then falls to about {y1}" if se["trend"] == v.TRENDS[2] else f"ends at {y1}"
+        sol = f"Follow {which} ({se['color']}) from left to right: it starts near {y0} and {path}."
+        qs.add(f"Which trend does {which} show?", se["trend"], v.TRENDS, sol, "Read a line graph")
+        qs.count("How many curves are plotted?", len(s["series"]), f"The plot area shows {len(s['series'])} lines.")
         if s["legend"]:
-            qs.append(_q(f"What color is the curve labelled {se['name']}?", se["color"], _wrong(rng, colors, se["color"]),
-                         f"The legend shows a {se['color']} line next to {se['name']}.", cat, "Read a legend"))  # fmt: skip
+            sol = f"The legend shows a {se['color']} line next to {se['name']}."
+            qs.add(f"What color is the curve labelled {se['name']}?", se["color"], v.COLOR_NAMES, sol, "Read a legend")
     elif t == "Scatterplot":
-        cat, corr = "Reading scatterplots", s["correlation"]
-        sol = {"positive": "The points tend to go up from left to right, so the correlation is positive.",
-               "negative": "The points tend to go down from left to right, so the correlation is negative.",
-               "no clear": "The points show no upward or downward direction, so there is no clear correlation."}[corr]  # fmt: skip
-        qs.append(_q("Which kind of correlation do the plotted points show?", f"{corr} correlation",
-                     [f"{c} correlation" for c in CORRELATIONS], sol, cat, "Read a scatterplot"))  # fmt: skip
+        corr, way = s["correlation"], {"positive": "go up", "negative": "go down"}.get(s["correlation"])
+        sol = f"The points tend to {way} from left to right." if way else "The points show no upward or downward trend."
+        pool = [f"{c} correlation" for c in v.CORRELATIONS]
+        qs.add("Which kind of correlation do the plotted points show?", f"{corr} correlation", pool, sol, "Read a plot")
         if s["legend"]:
             g = _pick(rng, s["groups"])
-            qs.append(_q(f"What color are the points labelled {g['name']}?", g["color"], _wrong(rng, colors, g["color"]),
-                         f"The legend shows {g['color']} markers next to {g['name']}.", cat, "Read a legend"))  # fmt: skip
-            qs.append(_count_q("How many groups of points does the legend list?", len(s["groups"]), rng,
-                               f"The legend lists {_join(s['names'])}.", cat))  # fmt: skip
+            sol = f"The legend shows {g['color']} markers next to {g['name']}."
+            qs.add(f"What color are the points labelled {g['name']}?", g["color"], v.COLOR_NAMES, sol, "Read a legend")
+            sol = f"The legend lists {_join(s['names'])}."
+            qs.count("How many groups of points does the legend list?", len(s["groups"]), sol)
     elif t == "Bar Chart":
-        cat, names, h = "Reading bar charts", s["names"], s["heights"]
+        names, h = s["names"], s["heights"]
         for word, k in (("tallest", int(np.argmax(h))), ("shortest", int(np.argmin(h)))):
-            sol = f"The bar for {names[k]} reaches {_fmt(h[k], span)}, {'higher' if word == 'tallest' else 'lower'} than every other bar."
-            qs.append(
-                _q(f"Which bar is the {word}?", names[k], _wrong(rng, names, names[k]), sol, cat, "Read a bar chart")
-            )
-        qs.append(
-            _count_q("How many bars are shown?", len(h), rng, f"There is one bar for each of {_join(names)}.", cat)
-        )
+            most = "highest" if word == "tallest" else "lowest"
+            sol = f"The bar for {names[k]} reaches {_fmt(h[k], span)}, the {most} value."
+            qs.add(f"Which bar is the {word}?", names[k], names, sol, "Read a bar chart")
+        qs.count("How many bars are shown?", len(h), f"There is one bar for each of {_join(names)}.")
         k = int(rng.integers(len(names)))
         q = "What color are the bars?" if s["single_color"] else f"What color is the bar for {names[k]}?"
-        qs.append(_q(q, s["colors"][k], _wrong(rng, colors, s["colors"][k]), f"The bar for {names[k]} is {s['colors'][k]}.",
-                     cat, "Read a bar chart"))  # fmt: skip
-    elif t == "Node Diagram":
-        cat, labels = "Reading diagrams", [nd["label"] for nd in s["nodes"]]
-        deg = max(nd["degree"] for nd in s["nodes"])
-        qs.append(_count_q("How many nodes are in the diagram?", len(labels), rng,
-                           f"The diagram shows the nodes {_join(labels)}.", cat))  # fmt: skip
-        qs.append(_q("Which node has the most connections?", s["hub"], _wrong(rng, labels, s["hub"]),
-                     f"{s['hub']} has {deg} arrows starting or ending at it, more than any other node.", cat,
-                     "Read a node diagram"))  # fmt: skip
-        outs = {a: [e[1] for e in s["edges"] if e[0] == a] for a in labels}
-        single = [a for a in labels if len(outs[a]) == 1]
-        if single:
-            a = _pick(rng, single)
-            b = outs[a][0]
-            qs.append(_q(f"Which node does the arrow from {a} point to?", b, _wrong(rng, [x for x in labels if x != a], b),
-                         f"Exactly one arrow leaves {a}, and it points to {b}.", cat, "Read a node diagram"))  # fmt: skip
+        sol = f"All bars are {s['colors'][k]}." if s["single_color"] else f"The bar for {names[k]} is {s['colors'][k]}."
+        qs.add(q, s["colors"][k], v.COLOR_NAMES, sol, "Read a bar chart")
     else:
-        cat, eqs = "Reading equations", s["equations"]
-        qs.append(_count_q("How many numbered equations are shown?", len(eqs), rng,
-                           f"The equations are numbered (1) to ({len(eqs)})." if len(eqs) > 1 else "Only equation (1) is shown.", cat))  # fmt: skip
-        k = int(rng.integers(len(eqs)))
-        e, which = eqs[k], "the equation" if len(eqs) == 1 else f"equation ({k + 1})"
-        qs.append(_q(f"Which quantity is on the left-hand side of {which}?", e["lhs"], _wrong(rng, LHS, e["lhs"]),
-                     f"{which.capitalize()} reads {e['text']}, so its left-hand side is {e['lhs']}.", cat,
-                     "Read an equation"))  # fmt: skip
-        if e["function"]:
-            qs.append(_q(f"Which function appears in {which}?", e["function"], _wrong(rng, FUNCTIONS, e["function"]),
-                         f"{which.capitalize()} reads {e['text']}, which uses {e['function']}.", cat, "Read an equation"))  # fmt: skip
+        _diagram_questions(s, rng, qs, v)
     return qs
 
 
-def _wrong(rng: np.random.Generator, pool: Any, correct: str, k: int = 3) -> list[str]:
-    others = [p for p in pool if p != correct]
-    return [others[int(i)] for i in rng.choice(len(others), size=min(k, len(others)), replace=False)]
+def _diagram_questions(s: dict[str, Any], rng: np.random.Generator, qs: _Questions, v: Any) -> None:
+    """The node-diagram and equation part of `_image_questions`."""
+    if s["type"] == "Node Diagram":
+        labels = [nd["label"] for nd in s["nodes"]]
+        deg = max(nd["degree"] for nd in s["nodes"])
+        qs.count("How many nodes are in the diagram?", len(labels), f"The diagram shows the nodes {_join(labels)}.")
+        sol = f"{s['hub']} has {deg} arrows starting or ending at it, more than any other node."
+        qs.add("Which node has the most connections?", s["hub"], labels, sol, "Read a node diagram")
+        outs = {a: [b for a2, b in s["edges"] if a2 == a] for a in labels}
+        single = [a for a in labels if len(outs[a]) == 1]
+        if single:
+            a = _pick(rng, single)
+            b, pool = outs[a][0], [x for x in labels if x != a]
+            sol = f"Exactly one arrow leaves {a}, and it points to {b}."
+            qs.add(f"Which node does the arrow from {a} point to?", b, pool, sol, "Read a node diagram")
+    else:
+        eqs = s["equations"]
+        n = len(eqs)
+        sol = f"The equations are numbered (1) to ({n})." if n > 1 else "Only equation (1) is shown."
+        qs.count("How many numbered equations are shown?", n, sol)
+        k = int(rng.integers(n))
+        e, which = eqs[k], "the equation" if n == 1 else f"equation ({k + 1})"
+        sol = f"{which[0].upper()}{which[1:]} reads {e['text']}"
+        qs.add(f"Which quantity is on the left-hand side of {which}?", e["lhs"], v.LHS, sol + ".", "Read an equation")
+        if e["function"]:
+            sol += f", which uses the {e['function']} function."
+            qs.add(f"Which function appears in {which}?", e["function"], v.FUNCTIONS, sol, "Read an equation")
 
 
 def _text_question(s: dict[str, Any], rng: np.random.Generator) -> tuple[str, dict[str, Any]] | None:
     """A question whose data is given in the hint instead of the image, or None if the figure has none to give."""
-    t, cat = s["type"], "Reading data in text"
+    t, qs, skill = s["type"], _Questions(rng, "Reading data in text"), "Compare values given in text"
+    v = _render()
     facts: list[tuple[str, float]] = []
     if t == "Graph Plot" and len(s["series"]) > 1:
-        x_end = f"{s['x_lim'][1]:g}"
         facts = [(se["name"], se["y"][-1]) for se in s["series"]]
-        what, q = f"{_var(s['y_label'])} at {_var(s['x_label'])} {x_end}", f"Which {s['domain']['entity']}"
+        what = f"{_var(s['y_label'])} at {_var(s['x_label'])} {s['x_lim'][1]:g}"
     elif t == "Scatterplot" and len(s["groups"]) > 1:
-        facts = [(g["name"], g["mean_y"]) for g in s["groups"]]
-        what, q = f"average {_var(s['y_label'])}", f"Which {s['domain']['entity']}"
+        facts, what = [(g["name"], g["mean_y"]) for g in s["groups"]], f"average {_var(s['y_label'])}"
     elif t == "Bar Chart":
-        facts = list(zip(s["names"], s["heights"]))
-        what, q = _var(s["y_label"]), f"Which {s['domain']['entity']}"
+        facts, what = list(zip(s["names"], s["heights"])), _var(s["y_label"])
     if facts:
         span = s["y_lim"][1] - s["y_lim"][0]
         best = max(facts, key=lambda f: f[1])[0]
-        hint = f"The {what} of each item: " + ", ".join(f"{n} {_fmt(v, span)}" for n, v in facts) + "."
+        hint = f"The {what} of each {s['domain']['entity']}: " + ", ".join(
+            f"{name} {_fmt(val, span)}" for name, val in facts
+        )
         sol = f"Compare the numbers: {best} has the largest value."
-        return hint, _q(f"{q} has the highest {what}?", best, _wrong(rng, [n for n, _ in facts], best), sol, cat,
-                        "Compare values given in text")  # fmt: skip
+        qs.add(f"Which {s['domain']['entity']} has the highest {what}?", best, [n for n, _ in facts], sol, skill)
+        return hint + ".", qs[0]
     if t == "Node Diagram":
         hint = f"In a {s['kind']}, arrows go " + "; ".join(f"from {a} to {b}" for a, b in s["edges"]) + "."
+        sol = f"Count the arrows that start or end at each {s['noun']}: {s['hub']} has the most."
         labels = [nd["label"] for nd in s["nodes"]]
-        return hint, _q(f"Which {s['noun']} has the most connections?", s["hub"], _wrong(rng, labels, s["hub"]),
-                        f"Count the arrows that start or end at each {s['noun']}: {s['hub']} has the most.", cat,
-                        "Compare values given in text")  # fmt: skip
+        qs.add(f"Which {s['noun']} has the most connections?", s["hub"], labels, sol, skill)
+        return hint, qs[0]
     if t == "Equation":
         eqs = s["equations"]
         k = int(rng.integers(len(eqs)))
         hint = " ".join(f"Equation ({i + 1}) is {e['text']}." for i, e in enumerate(eqs))
-        return hint, _q(f"Which quantity is on the left-hand side of equation ({k + 1})?", eqs[k]["lhs"],
-                        _wrong(rng, LHS, eqs[k]["lhs"]), f"Equation ({k + 1}) is {eqs[k]['text']}.", cat,
-                        "Read an equation")  # fmt: skip
+        sol = f"Equation ({k + 1}) is {eqs[k]['text']}."
+        qs.add(f"Which quantity is on the left-hand side of equation ({k + 1})?", eqs[k]["lhs"], v.LHS, sol, skill)
+        return hint, qs[0]
     return None
 
 
-def _no_context_question(s: dict[str, Any]) -> dict[str, Any]:
+def _no_context_question(s: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """A figure-choice question about the figure's data, answerable from general knowledge (no image, no hint)."""
     t = s["type"]
     if t in ("Graph Plot", "Scatterplot", "Bar Chart"):
         y, x, ent = _var(s["y_label"]), _var(s["x_label"]), _plural(s["domain"]["entity"])
-    q = {
+    use = {
         "Graph Plot": lambda: f"showing how {y} changes with {x}",
         "Scatterplot": lambda: f"showing whether {y} is related to {x} across many separate measurements",
         "Bar Chart": lambda: f"comparing the {y} of a few {ent}",
         "Node Diagram": lambda: f"showing how the {_plural(s['noun'])} of a {s['kind']} are connected",
         "Equation": lambda: f"presenting a formula such as {_the(s['equations'][0]['name'])}",
     }[t]()
-    sol = f"A figure that {_EVIDENCE[t]} is best for {q}. So, the answer is {t}."
-    return _q(
-        f"Which type of figure is best for {q}?", t, list(FIGURE_TYPES), sol, "Figure types", "Choose a figure type"
-    )
+    qs = _Questions(rng, "Figure types")
+    sol = f"A figure of type {t} {_EVIDENCE[t]}; such a figure is best for {use}."
+    qs.add(f"Which type of figure is best for {use}?", t, FIGURE_TYPES, sol, "Choose a figure type")
+    return qs[0]
 
 
 def make_questions(figure: SciFigFigure, n: int = 1) -> dict[str, dict[str, Any]]:
@@ -418,28 +411,21 @@ def make_questions(figure: SciFigFigure, n: int = 1) -> dict[str, dict[str, Any]
     chosen = [(f"{figure.id}-q{j}", kinds[int(i)], "", True) for j, i in enumerate(picks)]
     if index % _TXT_EVERY in (_TXT_AT, _NO_AT):
         txt = _text_question(s, rng) if index % _TXT_EVERY == _TXT_AT else None
-        hint, q = txt if txt else ("", _no_context_question(s))
+        hint, q = txt if txt else ("", _no_context_question(s, rng))
         chosen.append((f"{figure.id}-{'txt' if hint else 'no'}", q, hint, False))
-    subject, topic = _subject(s)
     out = {}
     for pid, q, hint, with_image in chosen:
         choices = [q["correct"], *q["wrong"]]
         order = [int(i) for i in rng.permutation(len(choices))]
         grade = int(rng.integers(_GRADES[q["category"]][0], _GRADES[q["category"]][1] + 1))
         practice = q["category"] in ("Figure types", "Reading equations")
-        subj, top = _PRACTICES if practice else (subject, topic)
+        subj, top = _PRACTICES if practice else (s["subject"], s["topic"])
         out[pid] = {"question": q["question"], "choices": [choices[i] for i in order], "answer": order.index(0),
-                    "hint": hint, "image": "image.png" if with_image else None,
-                    "task": "closed choice", "grade": f"grade{grade}", "subject": subj, "topic": top,
-                    "category": q["category"], "skill": q["skill"], "lecture": LECTURES[q["category"]],
-                    "solution": q["solution"], "split": split}  # fmt: skip
+                    "hint": hint, "image": "image.png" if with_image else None, "task": "closed choice",
+                    "grade": f"grade{grade}", "subject": subj, "topic": top, "category": q["category"],
+                    "skill": q["skill"], "lecture": LECTURES[q["category"]], "solution": q["solution"],
+                    "split": split}  # fmt: skip
     return out
-
-
-def _subject(s: dict[str, Any]) -> tuple[str, str]:
-    if "domain" in s:
-        return s["domain"]["subject"], s["domain"]["topic"]
-    return (s["subject"], s["topic"]) if "subject" in s else _PRACTICES
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -11,40 +11,38 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg chosen explicitly: no pyplot, no display
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.text import Text
 from PIL import Image
-
-from scitune.data.scifig import CORRELATIONS, EQUATIONS, TRENDS
 
 Spec = dict[str, Any]
 TextItem = tuple[str, str]  # (string given to matplotlib, what a reader sees); they differ only for mathtext
 
-COLORS: dict[str, str] = {
-    "blue": "#1f77b4",
-    "orange": "#ff7f0e",
-    "green": "#2ca02c",
-    "red": "#d62728",
-    "purple": "#9467bd",
-    "brown": "#8c564b",
-}
+COLOR_NAMES: tuple[str, ...] = ("blue", "orange", "green", "red", "purple", "brown")
+TRENDS: tuple[str, ...] = ("increasing", "decreasing", "rises then falls")
+CORRELATIONS: tuple[str, ...] = ("positive", "negative", "no clear")
+FUNCTIONS: tuple[str, ...] = ("sine", "cosine", "exponential", "logarithm", "square root")
+EQUATIONS = (  # (name, left-hand side, function or None, latex format, plain format); {a}, {b} are integers
+    ("quadratic polynomial", "y", None, r"$y = {a}x^2 + {b}x + 1$", "y = {a}x^2 + {b}x + 1"),
+    ("exponential decay", "N(t)", "exponential", r"$N(t) = N_0\, e^{{-{a}t}}$", "N(t) = N_0 e^(-{a}t)"),
+    ("sine wave", "f(x)", "sine", r"$f(x) = {a}\sin({b}x)$", "f(x) = {a} sin({b}x)"),
+    ("cosine response", "h(θ)", "cosine", r"$h(\theta) = {a}\cos(\theta) + {b}$", "h(θ) = {a} cos(θ) + {b}"),
+    ("Boltzmann entropy", "S", "logarithm", r"$S = k_B \ln W$", "S = k_B ln W"),
+    ("free-fall speed", "v", "square root", r"$v = \sqrt{{2gh}}$", "v = sqrt(2gh)"),
+    ("Newton's second law", "F", None, r"$F = m a$", "F = m a"),
+    ("mass-energy equivalence", "E", None, r"$E = m c^2$", "E = m c^2"),
+    ("squared-error loss", "L", None, r"$L = \sum_{{i=1}}^{{n}} (y_i - \hat{{y}}_i)^2$",
+     "L = Σ_{{i=1}}^{{n}} (y_i - ŷ_i)^2"),
+    ("logistic function", "σ(z)", "exponential", r"$\sigma(z) = 1 / (1 + e^{{-{a}z}})$",
+     "σ(z) = 1 / (1 + e^(-{a}z))"),
+)  # fmt: skip
+LHS: tuple[str, ...] = tuple(e[1] for e in EQUATIONS)
+COLORS: dict[str, str] = dict(zip(COLOR_NAMES, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")))
 NAT, SOC, LAN = "natural science", "social science", "language science"
-_RC = {
-    "font.family": "DejaVu Sans",
-    "mathtext.fontset": "dejavusans",
-    "font.size": 7,
-    "axes.labelsize": 7,
-    "axes.titlesize": 7,
-    "xtick.labelsize": 6,
-    "ytick.labelsize": 6,
-    "legend.fontsize": 6,
-    "axes.linewidth": 0.8,
-    "lines.linewidth": 1.5,
-    "text.usetex": False,
-    "text.antialiased": True,
-    "axes.titley": 1.0,  # a fixed title position: automatic placement measures the tick labels
-    "axes.titlepad": 3.0,
-}
+_RC = {"font.family": "DejaVu Sans", "mathtext.fontset": "dejavusans", "text.usetex": False, "font.size": 7,
+       "axes.labelsize": 7, "axes.titlesize": 7, "xtick.labelsize": 6, "ytick.labelsize": 6, "axes.linewidth": 0.8,
+       "lines.linewidth": 1.5, "axes.titley": 1.0, "axes.titlepad": 3.0}  # fmt: skip
+# axes.titley fixed: automatic title placement measures every tick label, which is slow.
 
 
 class Domain(NamedTuple):
@@ -124,27 +122,15 @@ def _axes_spec(rng: np.random.Generator, d: Domain, ftype: str, names: list[str]
     x_ticks, x_labels = _ticks(*d.x_range)
     y_ticks, y_labels = _ticks(*d.y_range, n=int(rng.choice([3, 5])))
     legend = len(names) > 1 or bool(rng.random() < 0.3)
-    return {
-        "type": ftype,
-        "domain": d._asdict(),
-        "x_label": d.x,
-        "y_label": d.y,
-        "x_lim": list(d.x_range),
-        "y_lim": list(d.y_range),
-        "x_ticks": x_ticks,
-        "x_ticklabels": x_labels,
-        "y_ticks": y_ticks,
-        "y_ticklabels": y_labels,
-        "title": f"{d.y} vs. {d.x.split(' (')[0].lower()}" if rng.random() < 0.3 else "",
-        "legend": legend,
-        "legend_loc": _pick(rng, ["upper left", "upper right", "lower right", "center right", "above"]),
-        "grid": bool(rng.random() < 0.3),
-        # Framing conventions differ by type (open axes for line plots, boxed scatterplots), as in many papers;
-        # with content alone, lines and point clouds blur together once figures are shrunk to 32x32.
-        "box": bool(rng.random() < {"Graph Plot": 0.1, "Scatterplot": 0.9}.get(ftype, 0.4)),
-        "names": names,
-        "colors": colors,
-    }
+    title = f"{d.y} vs. {d.x.split(' (')[0].lower()}" if rng.random() < 0.3 else ""
+    box = rng.random() < {"Graph Plot": 0.1, "Scatterplot": 0.9}.get(ftype, 0.4)
+    # Framing differs by type (open axes for line plots, boxed scatterplots), as in many papers: by content alone,
+    # lines and point clouds blur together once figures are shrunk to 32x32.
+    return {"type": ftype, "domain": d._asdict(), "subject": d.subject, "topic": d.topic, "x_label": d.x,
+            "y_label": d.y, "x_lim": list(d.x_range), "y_lim": list(d.y_range), "x_ticks": x_ticks,
+            "x_ticklabels": x_labels, "y_ticks": y_ticks, "y_ticklabels": y_labels, "title": title, "legend": legend,
+            "legend_loc": _pick(rng, ["upper left", "upper right", "lower right", "center right", "above"]),
+            "grid": bool(rng.random() < 0.3), "box": bool(box), "names": names, "colors": colors}  # fmt: skip
 
 
 def _curve(rng: np.random.Generator, trend: str, end: float, t: np.ndarray) -> np.ndarray:
@@ -180,8 +166,9 @@ def sample_graph(rng: np.random.Generator) -> Spec:
         end = _pick(rng, [v for v in levels if v not in used])  # ends >= 0.1 apart: a unique last-value leader
         used.add(end)
         y = _curve(rng, trend, end, t)
-        series.append({"name": name, "color": color, "trend": trend, "x": _scale(t, d.x_range),
-                       "y": _scale(y, d.y_range), "style": _pick(rng, ["-", "--", "-."]) if n > 1 else "-"})  # fmt: skip
+        style = _pick(rng, ["-", "--", "-."]) if n > 1 else "-"
+        xs, ys = _scale(t, d.x_range), _scale(y, d.y_range)
+        series.append({"name": name, "color": color, "trend": trend, "x": xs, "y": ys, "style": style})
     spec.update(series=series, marker=_pick(rng, ["", "", "o", "s"]))
     return spec
 
@@ -196,7 +183,7 @@ def sample_scatter(rng: np.random.Generator) -> Spec:
     groups = []
     for name, color, off in zip(spec["names"], spec["colors"], offsets):
         for _ in range(50):  # resample until the drawn points show the intended correlation clearly
-            x = rng.uniform(0.05, 0.95, int(rng.integers(25, 50)))
+            x = rng.uniform(0.05, 0.95, int(rng.integers(30, 60)))
             y = 0.5 + off + (0.65 if corr == "positive" else -0.65) * (x - 0.5) + rng.normal(0, 0.06, x.shape)
             if corr == "no clear":
                 y = rng.uniform(0.3, 0.7, x.shape) + off
@@ -204,9 +191,11 @@ def sample_scatter(rng: np.random.Generator) -> Spec:
             r = float(np.corrcoef(x, y)[0, 1])
             if (abs(r) < 0.2) if corr == "no clear" else (abs(r) > 0.7):
                 break
-        groups.append({"name": name, "color": color, "x": _scale(x, d.x_range), "y": _scale(y, d.y_range),
-                       "marker": _pick(rng, ["o", "s", "^"]), "mean_y": _scale(np.array([y.mean()]), d.y_range)[0]})  # fmt: skip
-    spec.update(groups=groups, correlation=corr, marker_size=float(rng.uniform(14, 28)))
+        g = {"name": name, "color": color, "x": _scale(x, d.x_range), "y": _scale(y, d.y_range)}
+        groups.append(
+            {**g, "marker": _pick(rng, ["o", "s", "^"]), "mean_y": _scale(np.array([y.mean()]), d.y_range)[0]}
+        )
+    spec.update(groups=groups, correlation=corr, marker_size=float(rng.uniform(18, 36)))
     return spec
 
 
@@ -240,8 +229,13 @@ def sample_nodes(rng: np.random.Generator) -> Spec:
             if max(map(len, layers)) > 3:
                 continue
             edges = {(_pick(rng, layers[k - 1]), i) for k in range(1, len(layers)) for i in layers[k]}
-            pos = {i: (0.5 + (j - (len(lay) - 1) / 2) * 0.3, 0.85 - k * 0.7 / max(1, len(layers) - 1))
-                   for k, lay in enumerate(layers) for j, i in enumerate(lay)}  # fmt: skip
+            edges |= {(i, _pick(rng, layers[1])) for i in layers[0] if not any(e[0] == i for e in edges)}  # no orphans
+            dy = 0.7 / max(1, len(layers) - 1)
+            pos = {
+                i: (0.5 + (j - (len(ly) - 1) / 2) * 0.3, 0.85 - k * dy)
+                for k, ly in enumerate(layers)
+                for j, i in enumerate(ly)
+            }
         else:  # a ring layout with a random spanning tree
             edges = {(int(rng.integers(i)), i) for i in range(1, n)}
             ang = np.pi / 2 - 2 * np.pi * np.arange(n) / n
@@ -253,22 +247,12 @@ def sample_nodes(rng: np.random.Generator) -> Spec:
         degree = [sum(i in e for e in edges) for i in range(n)]
         if sorted(degree)[-1] > sorted(degree)[-2]:
             break
-    edges_l = sorted(edges)
-    return {
-        "type": "Node Diagram",
-        "noun": noun,
-        "kind": kind,
-        "subject": subject,
-        "topic": topic,
-        "nodes": [
-            {"label": names[i], "x": round(float(pos[i][0]), 4), "y": round(float(pos[i][1]), 4), "degree": degree[i]}
-            for i in range(n)
-        ],  # fmt: skip
-        "edges": [[names[a], names[b]] for a, b in edges_l],
-        "hub": names[int(np.argmax(degree))],
-        "shape": "circle" if max(map(len, names)) <= 2 else "box",
-        "fill": _pick(rng, ["#dbe9f6", "#fde2c8", "#d8f0d2", "#ffffff"]),
-    }
+    nodes = [{"label": names[i], "x": round(float(pos[i][0]), 4), "y": round(float(pos[i][1]), 4),
+              "degree": degree[i]} for i in range(n)]  # fmt: skip
+    return {"type": "Node Diagram", "noun": noun, "kind": kind, "subject": subject, "topic": topic, "nodes": nodes,
+            "edges": [[names[a], names[b]] for a, b in sorted(edges)], "hub": names[int(np.argmax(degree))],
+            "shape": "circle" if max(map(len, names)) <= 2 else "box",
+            "fill": _pick(rng, ["#dbe9f6", "#fde2c8", "#d8f0d2", "#ffffff"])}  # fmt: skip
 
 
 def sample_equations(rng: np.random.Generator) -> Spec:
@@ -278,7 +262,8 @@ def sample_equations(rng: np.random.Generator) -> Spec:
         a, b = int(rng.integers(2, 10)), int(rng.integers(2, 10))
         eqs.append({"name": name, "lhs": lhs, "function": func, "latex": latex.format(a=a, b=b),
                     "text": plain.format(a=a, b=b)})  # fmt: skip
-    return {"type": "Equation", "equations": eqs, "fontsize": float(rng.uniform(10, 13)), "numbered": True}
+    return {"type": "Equation", "equations": eqs, "fontsize": float(rng.uniform(10, 13)), "subject": NAT,
+            "topic": "science-and-engineering-practices"}  # fmt: skip
 
 
 SAMPLERS = {"Graph Plot": sample_graph, "Scatterplot": sample_scatter, "Node Diagram": sample_nodes,
@@ -352,31 +337,34 @@ def _legend(ax: Any, s: Spec, handles: list[dict[str, Any]]) -> None:
         x0 = 0.64 if "right" in loc else 0.03
         y0 = {"lower": 0.07 + 0.075 * (n - 1), "center": 0.5 + 0.0375 * (n - 1)}.get(loc.split()[0], 0.93)
         xs, ys = [x0] * n, [y0 - 0.075 * k for k in range(n)]
+        w = 0.13 + 0.03 * max(map(len, s["names"]))  # a translucent white frame keeps the entries readable over data
+        box = {"transform": ax.transAxes, "zorder": 2.5, "fc": "white", "ec": "#cccccc", "lw": 0.5, "alpha": 0.85}
+        ax.add_patch(Rectangle((x0 - 0.02, ys[-1] - 0.045), w, ys[0] - ys[-1] + 0.09, **box))
     for name, style, x, y in zip(s["names"], handles, xs, ys):
-        if style.get("linestyle") == "none":
-            ax.plot([x + 0.04], [y], transform=ax.transAxes, clip_on=False, **style)
-        else:
-            ax.plot([x, x + 0.08], [y, y], transform=ax.transAxes, clip_on=False, **style)
+        xs_ = [x + 0.04] if style["linestyle"] == "none" else [x, x + 0.08]  # a marker, or a line segment
+        kw = {"markersize": 3.5, **style, "transform": ax.transAxes, "clip_on": False, "zorder": 3}
+        ax.plot(xs_, [y] * len(xs_), **kw)
         ax.text(x + 0.1, y, name, transform=ax.transAxes, ha="left", va="center", fontsize=6)
 
 
 def _draw_graph(h: _Canvas, s: Spec) -> list[TextItem]:
     ax, items = _frame(h, s, [])
+    handles = []
     for se in s["series"]:
-        ax.plot(se["x"], se["y"], color=COLORS[se["color"]], linestyle=se["style"], marker=s["marker"] or None,
-                markersize=2.5, markevery=3)  # fmt: skip
-    _legend(ax, s, [{"color": COLORS[se["color"]], "linestyle": se["style"], "marker": s["marker"] or None,
-                     "markersize": 2.5, "markevery": [1]} for se in s["series"]])  # fmt: skip
+        style = {"color": COLORS[se["color"]], "linestyle": se["style"], "marker": s["marker"] or None}
+        ax.plot(se["x"], se["y"], markersize=2.5, markevery=3, **style)
+        handles.append({**style, "markersize": 2.5, "markevery": [1]})
+    _legend(ax, s, handles)
     return items
 
 
 def _draw_scatter(h: _Canvas, s: Spec) -> list[TextItem]:
     ax, items = _frame(h, s, [])
     for g in s["groups"]:
-        ax.scatter(g["x"], g["y"], s=s["marker_size"], color=COLORS[g["color"]], marker=g["marker"], linewidths=0,
-                   alpha=0.85)  # fmt: skip
-    _legend(ax, s, [{"color": COLORS[g["color"]], "marker": g["marker"], "linestyle": "none", "markersize": 3.5}
-                    for g in s["groups"]])  # fmt: skip
+        ax.scatter(
+            g["x"], g["y"], s=s["marker_size"], color=COLORS[g["color"]], marker=g["marker"], linewidths=0, alpha=0.85
+        )
+    _legend(ax, s, [{"color": COLORS[g["color"]], "marker": g["marker"], "linestyle": "none"} for g in s["groups"]])
     return items
 
 
@@ -393,23 +381,25 @@ def _draw_bar(h: _Canvas, s: Spec) -> list[TextItem]:
 def _draw_nodes(h: _Canvas, s: Spec) -> list[TextItem]:
     ax = h.blank
     ax.set_visible(True)
+    edge = {"fc": s["fill"], "ec": "#333333", "lw": 1.0, "zorder": 2}
     half = {}  # label -> (half width, half height) of its node shape, in data units
     for nd in s["nodes"]:
         w = 0.055 if s["shape"] == "circle" else 0.0125 * len(nd["label"]) + 0.025
         half[nd["label"]] = (w, 0.055 if s["shape"] == "circle" else 0.045)
         xy = (nd["x"], nd["y"])
         if s["shape"] == "circle":
-            ax.add_patch(Circle(xy, w, fc=s["fill"], ec="#333333", lw=1.0, zorder=2))
+            ax.add_patch(Circle(xy, w, **edge))
         else:
-            ax.add_patch(FancyBboxPatch((xy[0] - w, xy[1] - 0.045), 2 * w, 0.09, boxstyle="round,pad=0,rounding_size=0.02",
-                                        fc=s["fill"], ec="#333333", lw=1.0, zorder=2))  # fmt: skip
+            box = FancyBboxPatch((xy[0] - w, xy[1] - 0.045), 2 * w, 0.09, "round,pad=0,rounding_size=0.02", **edge)
+            ax.add_patch(box)
         ax.text(*xy, nd["label"], ha="center", va="center", fontsize=7 if s["shape"] == "circle" else 6, zorder=3)
     at = {nd["label"]: np.array([nd["x"], nd["y"]]) for nd in s["nodes"]}
     for a, b in s["edges"]:
         u = (at[b] - at[a]) / np.linalg.norm(at[b] - at[a])
         ta, tb = (_exit(u, half[a], s["shape"]), _exit(u, half[b], s["shape"]))
-        ax.add_patch(FancyArrowPatch(tuple(at[a] + ta * u), tuple(at[b] - (tb + 0.005) * u), arrowstyle="-|>",
-                                     mutation_scale=8, lw=0.9, color="#333333", shrinkA=0, shrinkB=0, zorder=1))  # fmt: skip
+        arrow = FancyArrowPatch(tuple(at[a] + ta * u), tuple(at[b] - (tb + 0.005) * u), arrowstyle="-|>",
+                                mutation_scale=8, lw=0.9, color="#333333", shrinkA=0, shrinkB=0, zorder=1)  # fmt: skip
+        ax.add_patch(arrow)
     order = sorted(s["nodes"], key=lambda nd: (-round(nd["y"], 2), nd["x"]))  # reading order
     return [(nd["label"], nd["label"]) for nd in order]
 

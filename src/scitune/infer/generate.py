@@ -54,7 +54,9 @@ class Generator:
         self.model = model
         self.template = get_template(model.template)
         tok = model.tokenizer
-        self.slots = ImageSlots(model.identity.get("image_token", "<image>"), model.image_token_id, model.num_image_tokens)
+        self.slots = ImageSlots(
+            model.identity.get("image_token", "<image>"), model.image_token_id, model.num_image_tokens
+        )
         self.stops = [s for s in self.template.stop(tok) if s]
 
     def _batch(self, prompts: list[Prompt]) -> dict[str, Any]:

@@ -123,9 +123,7 @@ def tiny_vision(seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden
         projection_dim=hidden,
     )
     model = CLIPVisionModel(cfg).eval()
-    proc = CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
+    proc = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
     return model, proc
 
 

@@ -34,13 +34,23 @@ def _llm_mode(model: VisionLanguageModel, llm_changed: bool) -> str:
     return "full" if llm_changed else "base"
 
 
-def save_model_files(model: VisionLanguageModel, out: Path, llm_changed: bool, vision_changed: bool) -> dict:
+def save_model_files(
+    model: VisionLanguageModel,
+    out: Path,
+    llm_changed: bool,
+    vision_changed: bool,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> dict:
     """Write the model's files into the (new, empty) folder ``out``; return the `scitune.json` content."""
     from scitune import __version__
 
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.projector.state_dict().items()},
-              str(out / "projector.safetensors"))
+    # state_dict: the full (gathered) model state, e.g. from accelerate's get_state_dict under FSDP
+    sd = state_dict if state_dict is not None else model.state_dict()
+    part = {p: {k[len(p) + 1 :]: v for k, v in sd.items() if k.startswith(p + ".")} for p in ("projector", "llm")}
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in part["projector"].items()}, str(out / "projector.safetensors")
+    )
     model.tokenizer.save_pretrained(out / "tokenizer")
     model.image_processor.save_pretrained(out / "image_processor")
     ident = json.loads(json.dumps(model.identity))
@@ -52,9 +62,9 @@ def save_model_files(model: VisionLanguageModel, out: Path, llm_changed: bool, v
     )
     mode = _llm_mode(model, llm_changed)
     if mode == "lora":
-        model.llm.save_pretrained(out / "llm_lora")
+        model.llm.save_pretrained(out / "llm_lora", state_dict=part["llm"] if state_dict is not None else None)
     elif mode == "full":
-        model.llm.save_pretrained(out / "llm", safe_serialization=True)
+        model.llm.save_pretrained(out / "llm", state_dict=part["llm"])
     if vision_changed:
         model.vision.model.save_pretrained(out / "vision", safe_serialization=True)
         model.image_processor.save_pretrained(out / "vision")
@@ -151,5 +161,7 @@ def load_model(
     model.image_processor = processor
     model.template = meta.get("template", "scitune")
     if model.num_image_tokens != meta["num_image_tokens"]:
-        raise ValueError(f"{p}: encoder yields {model.num_image_tokens} tokens, checkpoint says {meta['num_image_tokens']}")
+        raise ValueError(
+            f"{p}: encoder yields {model.num_image_tokens} tokens, checkpoint says {meta['num_image_tokens']}"
+        )
     return model.to(device).eval()

@@ -56,7 +56,7 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
     if resume == "latest":
         ck = latest_checkpoint(out_dir)
         if ck is None:
-            log.warning("--train.resume latest: no checkpoint in %s, starting fresh", out_dir / "checkpoints")
+            log.info("--train.resume latest: no checkpoint in %s yet, starting fresh", out_dir / "checkpoints")
         return ck
     ck = Path(resume)
     if not is_complete(ck) or not (ck / "trainer_state.json").is_file():
@@ -69,8 +69,10 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:].to(logits.device)
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
 
 
@@ -137,13 +139,16 @@ class Trainer:
                 f"{tc.micro_batch_size} x {self.world} processes"
             )
         accum = tc.global_batch_size // per_step
-        plan = BatchPlan(len(data), tc.micro_batch_size, accum, self.world, tc.seed, data.lengths, cfg.data.group_by_length)
+        plan = BatchPlan(
+            len(data), tc.micro_batch_size, accum, self.world, tc.seed, data.lengths, cfg.data.group_by_length
+        )
         total = math.ceil(tc.epochs * plan.steps_per_epoch)
         if tc.max_steps > 0:
             total = min(total, tc.max_steps)
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, total, cfg.optim)
         model, optimizer = acc.prepare(model, optimizer)
+        self.model = model
         step = 0
         if resume_dir is not None:
             step = int(load_training_state(resume_dir, optimizer, scheduler, self.rank)["step"])
@@ -151,8 +156,16 @@ class Trainer:
         if acc.is_main_process:
             self._trim_metrics(step)
             acc.init_trackers("scitune") if tc.report_to else None
-        log.info("training %s: %d steps, %d samples, global batch %d (micro %d x accum %d x %d procs)",
-                 tc.stage, total, len(data), tc.global_batch_size, tc.micro_batch_size, accum, self.world)
+        log.info(
+            "training %s: %d steps, %d samples, global batch %d (micro %d x accum %d x %d procs)",
+            tc.stage,
+            total,
+            len(data),
+            tc.global_batch_size,
+            tc.micro_batch_size,
+            accum,
+            self.world,
+        )
         losses = self._loop(model, optimizer, scheduler, data, plan, step, total)
         final = self._save(model, optimizer, scheduler, total, self.out / "final")
         acc.end_training() if tc.report_to else None
@@ -199,9 +212,15 @@ class Trainer:
             losses.append(loss)
             dt = time.perf_counter() - t0
             lr = scheduler.get_last_lr()[0]
-            record = {"step": step, "epoch": round(step / plan.steps_per_epoch, 4), "loss": loss, "lr": lr,
-                      "grad_norm": None if grad_norm is None else float(grad_norm),
-                      "samples_per_s": round(plan.global_batch / dt, 2), "tokens": int(n_tokens)}
+            record = {
+                "step": step,
+                "epoch": round(step / plan.steps_per_epoch, 4),
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": None if grad_norm is None else float(grad_norm),
+                "samples_per_s": round(plan.global_batch / dt, 2),
+                "tokens": int(n_tokens),
+            }
             self._log(record, step)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=record["samples_per_s"])
             bar.update(1)
@@ -227,13 +246,21 @@ class Trainer:
     def _save(self, model, optimizer, scheduler, step: int, path: Path) -> Path:
         acc = self.acc
         rngs = gather_objects(acc, rng_state())
+        # every process takes part in gathering the full state (FSDP shards it); only the main one writes
+        state_dict = acc.get_state_dict(model)
         acc.wait_for_everyone()
         if acc.is_main_process:
             m = self._unwrapped(model)
             tc = self.cfg.train
 
             def writer(tmp: Path) -> None:
-                save_model_files(m, tmp, llm_changed=tc.stage == "finetune", vision_changed=self.cfg.model.vision.trainable)
+                save_model_files(
+                    m,
+                    tmp,
+                    llm_changed=tc.stage == "finetune",
+                    vision_changed=self.cfg.model.vision.trainable,
+                    state_dict=state_dict,
+                )
                 _fault("SCITUNE_FAULT_IN_SAVE", step)
                 save_training_state(tmp, optimizer, scheduler, {"step": step, "stage": tc.stage}, rngs)
                 (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))

@@ -48,6 +48,4 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: OptimConfig):
     """A `LambdaLR` with ``ceil(warmup_ratio * total_steps)`` warmup steps."""
     warmup = math.ceil(cfg.warmup_ratio * total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule))
