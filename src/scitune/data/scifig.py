@@ -91,10 +91,6 @@ class SciFigConfig:
         if self.seed < 0 or self.questions_per_figure < 0:
             raise ValueError("seed and questions_per_figure must be >= 0")
 
-    def counts(self) -> dict[str, int]:
-        """Figures per split."""
-        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
-
 
 @dataclass
 class SciFigFigure:
@@ -123,11 +119,9 @@ def figure_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.
 
 
 def _plural(noun: str, n: int = 2) -> str:
-    if n == 1 or noun.endswith(("species",)):
+    if n == 1 or noun.endswith("species"):
         return noun
-    if noun.endswith("ss"):
-        return noun + "es"
-    return noun[:-1] + "ies" if noun.endswith("y") and noun[-2] not in "aeiou" else noun + "s"
+    return noun + "es" if noun.endswith("ss") else (noun[:-1] + "ies" if noun.endswith("ry") else noun + "s")
 
 
 def _join(items: list[str]) -> str:
@@ -402,8 +396,14 @@ def _no_context_question(s: dict[str, Any], rng: np.random.Generator) -> dict[st
 
 
 def make_questions(figure: SciFigFigure, n: int = 1) -> dict[str, dict[str, Any]]:
-    """ScienceQA-schema problems (pid -> problem) about ``figure``: ``n`` image questions of distinct kinds, and on a
-    fixed schedule one text-context (image None, hint given) or no-context (image None, hint "") question."""
+    """ScienceQA-schema problems (pid -> problem) about ``figure``, seeded by its (seed, split, index).
+
+    Args:
+        figure: a figure from `make_figure`.
+        n: image questions (pids ``<id>-q<j>``) of distinct kinds, fewer if the figure supports fewer. Figures with
+            index % 7 == 3 also get a text-context question (``<id>-txt``: image None, data in the hint) and those
+            with index % 7 == 6 a no-context one (``<id>-no``: image None, hint "").
+    """
     s, split, index = figure.meta, figure.split, figure.meta["index"]
     rng = figure_rng(figure.meta["seed"], split, index, stream=1)
     kinds = _image_questions(s, rng)
@@ -443,7 +443,13 @@ def generate_scifig(out_dir: str | os.PathLike[str], config: SciFigConfig | None
 
     Layout: ``images/<id>.png``; ``scicap/<split>.jsonl`` (SciCap-style records); ``scienceqa/problems.json``,
     ``scienceqa/pid_splits.json`` and ``scienceqa/images/<pid>/image.png`` (ScienceQA's layout, hard links);
-    ``manifest.json`` (written last, so an interrupted run is redone).
+    ``manifest.json`` (written last, so an interrupted run is redone): ``config``, ``counts`` and ``type_counts`` per
+    split, ``problems`` per split and ``problem_contexts``. Files left by an earlier, larger config are not deleted.
+
+    Args:
+        out_dir: output folder (created if needed).
+        config: what to generate; default `SciFigConfig()`.
+        progress: show a tqdm progress bar.
     """
     out, config = Path(out_dir), config or SciFigConfig()
     wanted = {**asdict(config), "types": list(config.types)}
@@ -456,7 +462,7 @@ def generate_scifig(out_dir: str | os.PathLike[str], config: SciFigConfig | None
         if isinstance(old, dict) and old.get("config") == wanted and old.get("format_version") == FORMAT_VERSION:
             return old
         manifest_path.unlink()  # files are about to change: never leave a manifest that describes other files
-    counts = config.counts()
+    counts = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
     problems: dict[str, dict[str, Any]] = {}
     pid_splits: dict[str, list[str]] = {s: [] for s in SPLITS}
     type_counts = {s: dict.fromkeys(config.types, 0) for s in SPLITS}
