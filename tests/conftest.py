@@ -33,6 +33,11 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+def pytest_sessionstart(session):
+    if os.environ.get("CI") == "true" and not SHARED_DATA.is_dir():
+        raise pytest.UsageError(f"CI run without the shared data at {SHARED_DATA}: its tests would be skipped")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

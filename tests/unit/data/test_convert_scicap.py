@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA  # noqa: E402
 from scitune.data.converters import CONVERTERS
 from scitune.data.converters.scicap import (
     FIGURE_WORD,
@@ -22,7 +23,7 @@ from scitune.data.converters.scicap import (
 )
 from scitune.io import DataError
 
-_CANDIDATES = [Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")]
+_CANDIDATES = [SHARED_DATA]
 DATA = next((p / "scicap_text" for p in _CANDIDATES if (p / "scicap_text").is_dir()), None)
 needs_data = pytest.mark.skipif(DATA is None, reason="shared SciCap text sample not available")
 LAYOUT = DATA / "scitune_reference" / "scicap_challenge_layout.json" if DATA else None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA  # noqa: E402
 from scitune.data.converters import CONVERTERS
 from scitune.data.converters.scienceqa import (
     PROMPT_FORMATS,
@@ -20,7 +21,7 @@ from scitune.data.converters.scienceqa import (
 )
 from scitune.io import DataError
 
-_CANDIDATES = [Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")]
+_CANDIDATES = [SHARED_DATA]
 DATA = next((p / "scienceqa" for p in _CANDIDATES if (p / "scienceqa").is_dir()), None)
 needs_data = pytest.mark.skipif(DATA is None, reason="shared ScienceQA sample not available")
 REFERENCE_FILES = [(s, f) for s in ("train", "val") for f in PROMPT_FORMATS]

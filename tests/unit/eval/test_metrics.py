@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from scitune.eval.metrics import (
     bleu_n,
     bow_cosine,
@@ -57,9 +57,7 @@ def test_bleu_n_period_tokenization_and_multiple_references():
 
 def test_bleu_n_matches_nltk_sentence_bleu():
     nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
-    path = (
-        Path(__file__).resolve().parents[3].parent / "shared" / "data" / "scienceqa" / "problems_trainval_sample.json"
-    )
+    path = SHARED_DATA / "scienceqa" / "problems_trainval_sample.json"
     if not path.exists():
         pytest.skip("shared ScienceQA sample not found")
     problems = list(json.loads(path.read_text()).values())[:12]

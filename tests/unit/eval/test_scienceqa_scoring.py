@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from scitune.eval.scienceqa import (
     GROUPS,
     correct_by_pid,
@@ -20,7 +20,7 @@ from scitune.eval.scienceqa import (
 )
 from scitune.io import DataError, read_json
 
-SQA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "scienceqa"
+SQA_DIR = SHARED_DATA / "scienceqa"
 TWO = ["x", "y"]
 THREE = ["x", "y", "z"]
 FIVE = ["v", "w", "x", "y", "z"]
