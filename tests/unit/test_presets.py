@@ -30,11 +30,11 @@ def test_preset_builds_with_tiny_overrides(name, tiny_base, tmp_path):
     ]
     tiny, _ = parse_run(run_parser("train", ""), tiny_args)
     model = build_model(tiny.model, tiny.data.template)
-    assert model.projector is not None and model.num_image_tokens == 16
-    assert (
-        type(model.projector).__name__
-        == {"linear": "LinearProjector", "mlp2x-gelu": "MlpProjector"}[tiny.model.projector.name]
-    )
+    want_tokens = tiny.model.projector.num_tokens or (1 if tiny.model.vision.select == "pooled" else 16)
+    assert model.num_image_tokens == want_tokens
+    names = {"linear": "LinearProjector", "mlp2x-gelu": "MlpProjector", "linear-prefix": "LinearPrefixProjector"}
+    assert type(model.projector).__name__ == names[tiny.model.projector.name]
+    assert (model.adapters is not None) == bool(tiny.model.adapter.name)
 
 
 def test_paper_settings_of_scitune_presets():

@@ -35,6 +35,10 @@ def test_registry_rules():
 @pytest.mark.parametrize("name", PROJECTORS.names())
 def test_projector_contract(name):
     dims = (16, 16) if name == "identity" else (16, 24)
+    if name == "linear-prefix":  # one pooled vector per image -> k tokens
+        proj = build_projector(name, *dims, num_tokens=3)
+        assert proj(torch.randn(2, 1, 16)).shape == (2, 3, 24)
+        return
     proj = build_projector(name, *dims)
     x = torch.randn(2, 5, dims[0])
     assert proj(x).shape == (2, 5, dims[1])

@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("scitune.cli.train", "train a stage (align | finetune) from a preset"),
     "generate": ("scitune.cli.generate", "generate a reply to one prompt with images"),
     "chat": ("scitune.cli.chat", "chat with a checkpoint in the terminal"),
+    "export": ("scitune.cli.export", "export to a llava-hf folder, or merge LoRA adapters"),
+    "import": ("scitune.cli.import_", "import a llava-hf folder as a scitune checkpoint"),
     "ls": ("scitune.cli.ls", "list registered encoders, projectors, templates, presets, ..."),
     "config": ("scitune.cli.config", "show, copy or validate presets"),
 }

@@ -15,8 +15,16 @@ for _name in (
     "scitune-llama-7b/finetune",
     "scitune-llama-13b/align",
     "scitune-llama-13b/finetune",
+    "scitune-llama2-13b/align",
+    "scitune-llama2-13b/finetune",
+    "llava-v1-13b/align",
+    "llava-v1-13b/finetune",
     "llava-v1.5-7b/align",
     "llava-v1.5-7b/finetune",
+    "magma-gptj-6b/align",
+    "limber-gptj-clip/align",
+    "limber-gptj-beit/align",
+    "limber-gptj-nfrn50/align",
 ):
     PRESETS.add(_name, PRESET_DIR / f"{_name}.yaml")
 

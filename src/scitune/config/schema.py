@@ -16,8 +16,8 @@ class VisionConfig:
     """Hub id or local folder of the weights; empty = the registry entry's default hub id."""
     feature_layer: int = -2
     """Hidden layer whose features feed the connector (-2 = penultimate, as LLaVA)."""
-    select: Literal["patch", "cls_patch"] = "patch"
-    """Which tokens to keep: patch tokens only, or the CLS token followed by the patch tokens."""
+    select: Literal["patch", "cls_patch", "pooled"] = "patch"
+    """Tokens to keep: patch tokens, CLS + patch tokens, or one pooled vector per image (LiMBeR's ResNet/CLIP)."""
     trainable: bool = False
     """Train the vision encoder too (both stages keep it frozen by default)."""
 
@@ -27,7 +27,19 @@ class ProjectorConfig:
     """The connector from vision features to LLM embeddings."""
 
     name: str = "linear"
-    """Projector registry key: linear (SciTune, LLaVA-1), mlp2x-gelu (LLaVA-1.5), identity."""
+    """Projector registry key: linear (SciTune, LLaVA-1, LiMBeR), mlp2x-gelu (LLaVA-1.5), linear-prefix, identity."""
+    num_tokens: int = 0
+    """linear-prefix only: image tokens each pooled image vector becomes (LiMBeR's k)."""
+
+
+@dataclass
+class AdapterConfig:
+    """MAGMA bottleneck adapters inside the frozen LM's blocks."""
+
+    name: str | None = None
+    """Adapter registry key: magma (after attention and MLP), magma-mlp; empty = no adapters."""
+    downsample_factor: int = 4
+    """Hidden width of each adapter = LM width / this."""
 
 
 @dataclass
@@ -51,6 +63,7 @@ class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     image_token: str = "<image>"
     """Placeholder string marking where an image goes in the text."""
     init_from: str | None = None
@@ -111,6 +124,8 @@ class LoraConfig:
 
     r: int = 0
     """LoRA rank; 0 = full finetuning."""
+    quantize: Literal["none", "4bit"] = "none"
+    """QLoRA: load the frozen LLM in 4-bit (bitsandbytes, CUDA only)."""
     alpha: int = 16
     """LoRA alpha."""
     dropout: float = 0.05
@@ -163,6 +178,8 @@ class TrainConfig:
             )
         if self.lora.r and self.stage != "finetune":
             raise ValueError("--train.lora.r applies to the finetune stage; set --train.stage finetune or r=0")
+        if self.lora.quantize != "none" and not self.lora.r:
+            raise ValueError("--train.lora.quantize 4bit is QLoRA: also set --train.lora.r (e.g. 64)")
 
 
 @dataclass

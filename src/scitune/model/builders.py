@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from scitune.config.schema import ModelConfig
+from scitune.model.adapters import AdapterSet
 from scitune.model.llm import DTYPES, fit_vocab, load_llm, load_tokenizer, prepare_tokenizer
 from scitune.model.projector import build_projector
 from scitune.model.vision import VisionEncoder, load_vision_encoder
@@ -41,20 +42,36 @@ def assemble(
     projector_name: str,
     identity: dict[str, Any],
     image_token: str = "<image>",
+    projector_tokens: int = 0,
+    adapter: str | None = None,
+    adapter_downsample: int = 4,
 ) -> VisionLanguageModel:
-    """Compose parts into a `VisionLanguageModel` (grows the vocabulary for the image token if needed)."""
+    """Compose parts into a `VisionLanguageModel` (grows the vocabulary for the image token if needed).
+
+    Args:
+        projector_tokens: prompt tokens per image for the ``linear-prefix`` projector.
+        adapter: an `ADAPTERS` key (MAGMA adapters in the LM blocks) or None.
+        adapter_downsample: adapter bottleneck factor.
+    """
     tokenizer = prepare_tokenizer(tokenizer, image_token)
     fit_vocab(llm, len(tokenizer))
     llm_dim = llm.get_input_embeddings().embedding_dim
-    projector = build_projector(projector_name, vision.hidden_size, llm_dim)
-    identity = {**identity, "projector": {"name": projector_name}, "image_token": image_token}
-    model = VisionLanguageModel(vision, projector, llm, tokenizer.convert_tokens_to_ids(image_token), identity)
+    projector = build_projector(projector_name, vision.hidden_size, llm_dim, projector_tokens)
+    adapters = AdapterSet(llm, adapter, adapter_downsample) if adapter else None
+    identity = {
+        **identity,
+        "projector": {"name": projector_name, "num_tokens": projector_tokens},
+        "adapter": {"name": adapter, "downsample_factor": adapter_downsample} if adapter else None,
+        "image_token": image_token,
+    }
+    image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+    model = VisionLanguageModel(vision, projector, llm, image_token_id, identity, adapters)
     model.tokenizer = tokenizer
     model.image_processor = image_processor
     return model
 
 
-def build_model(cfg: ModelConfig, template: str = "scitune") -> VisionLanguageModel:
+def build_model(cfg: ModelConfig, template: str = "scitune", quantize: str = "none") -> VisionLanguageModel:
     """Build a model from a `ModelConfig`: weights through ``from_pretrained`` (hub id or folder).
 
     With ``cfg.init_from`` set, the model is rebuilt from that scitune checkpoint instead.
@@ -68,7 +85,7 @@ def build_model(cfg: ModelConfig, template: str = "scitune") -> VisionLanguageMo
         cfg.vision.name, cfg.vision.path, cfg.vision.feature_layer, cfg.vision.select, dtype
     )
     tokenizer = load_tokenizer(cfg.llm.tokenizer or cfg.llm.path, cfg.image_token)
-    llm = load_llm(cfg.llm.path, cfg.llm.dtype, cfg.llm.attn_implementation)
+    llm = load_llm(cfg.llm.path, cfg.llm.dtype, cfg.llm.attn_implementation, quantize)
     identity = {
         "vision": {
             "name": cfg.vision.name,
@@ -79,7 +96,18 @@ def build_model(cfg: ModelConfig, template: str = "scitune") -> VisionLanguageMo
         "llm": {"path": _abs_if_local(cfg.llm.path), "dtype": cfg.llm.dtype, "attn": cfg.llm.attn_implementation},
         "template": template,
     }
-    model = assemble(vision, processor, llm, tokenizer, cfg.projector.name, identity, cfg.image_token)
+    model = assemble(
+        vision,
+        processor,
+        llm,
+        tokenizer,
+        cfg.projector.name,
+        identity,
+        cfg.image_token,
+        cfg.projector.num_tokens,
+        cfg.adapter.name,
+        cfg.adapter.downsample_factor,
+    )
     model.template = template
     return model
 
@@ -148,7 +176,14 @@ def tiny_llm(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2, 
     return LlamaForCausalLM(cfg).eval()
 
 
-def tiny_vlm(seed: int = 0, projector: str = "mlp2x-gelu", template: str = "scitune", select: str = "patch"):
+def tiny_vlm(
+    seed: int = 0,
+    projector: str = "mlp2x-gelu",
+    template: str = "scitune",
+    select: str = "patch",
+    adapter: str | None = None,
+    projector_tokens: int = 0,
+):
     """A tiny random VLM on CPU in fp32 (CLIP 32px/patch 8 -> 16 image tokens, LLaMA hidden 32)."""
     tok = tiny_tokenizer()
     vision_model, proc = tiny_vision(seed)
@@ -160,7 +195,7 @@ def tiny_vlm(seed: int = 0, projector: str = "mlp2x-gelu", template: str = "scit
         "template": template,
     }
     torch.manual_seed(seed + 1)
-    model = assemble(vision, proc, llm, tok, projector, identity)
+    model = assemble(vision, proc, llm, tok, projector, identity, "<image>", projector_tokens, adapter)
     model.template = template
     return model
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from scitune.model.adapters import AdapterSet
 from scitune.model.llm import DTYPES, fit_vocab, load_llm
 from scitune.model.projector import build_projector
 from scitune.model.vision import load_vision_encoder
@@ -51,6 +52,9 @@ def save_model_files(
     save_file(
         {k: v.detach().contiguous().cpu() for k, v in part["projector"].items()}, str(out / "projector.safetensors")
     )
+    if model.adapters is not None:
+        ad = {k[len("adapters.") :]: v for k, v in sd.items() if k.startswith("adapters.")}
+        save_file({k: v.detach().contiguous().cpu() for k, v in ad.items()}, str(out / "adapters.safetensors"))
     model.tokenizer.save_pretrained(out / "tokenizer")
     model.image_processor.save_pretrained(out / "image_processor")
     ident = json.loads(json.dumps(model.identity))
@@ -153,10 +157,15 @@ def load_model(
 
         llm = PeftModel.from_pretrained(llm, p / "llm_lora", is_trainable=trainable_lora)
     llm_dim = _unwrap(llm).get_input_embeddings().embedding_dim
-    projector = build_projector(meta["projector"]["name"], vision.hidden_size, llm_dim)
+    pm = meta["projector"]
+    projector = build_projector(pm["name"], vision.hidden_size, llm_dim, pm.get("num_tokens", 0))
     projector.load_state_dict(load_file(str(p / "projector.safetensors")))
-    ident = {k: meta[k] for k in ("vision", "llm", "projector", "image_token", "template") if k in meta}
-    model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident)
+    adapters = None
+    if meta.get("adapter"):
+        adapters = AdapterSet(llm, meta["adapter"]["name"], meta["adapter"]["downsample_factor"])
+        adapters.load_state_dict(load_file(str(p / "adapters.safetensors")))
+    ident = {k: meta[k] for k in ("vision", "llm", "projector", "adapter", "image_token", "template") if k in meta}
+    model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident, adapters)
     model.tokenizer = tokenizer
     model.image_processor = processor
     model.template = meta.get("template", "scitune")

@@ -38,13 +38,30 @@ def llm_spec(model_type: str) -> LlmSpec:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_llm(path: str, dtype: str = "float32", attn_implementation: str | None = None):
-    """Load any causal LM with ``AutoModelForCausalLM.from_pretrained``."""
+def check_qlora_available() -> None:
+    """QLoRA's 4-bit path needs a CUDA GPU and bitsandbytes; say so before anything is loaded."""
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        raise ValueError("--train.lora.quantize 4bit (QLoRA) needs a CUDA GPU; on CPU use plain LoRA (quantize none)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("--train.lora.quantize 4bit needs bitsandbytes: pip install bitsandbytes")
+
+
+def load_llm(path: str, dtype: str = "float32", attn_implementation: str | None = None, quantize: str = "none"):
+    """Load any causal LM with ``AutoModelForCausalLM.from_pretrained`` (``quantize='4bit'``: NF4 for QLoRA)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantize == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        check_qlora_available()
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 

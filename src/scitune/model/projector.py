@@ -51,6 +51,27 @@ class IdentityProjector(nn.Module):
         return x
 
 
-def build_projector(name: str, in_dim: int, out_dim: int) -> nn.Module:
-    """Build the projector registered as ``name``."""
-    return PROJECTORS.get(name)(in_dim, out_dim)
+@PROJECTORS.register("linear-prefix")
+class LinearPrefixProjector(nn.Module):
+    """LiMBeR's map for pooled encoders: one vector (B, 1, D_vis) -> ``num_tokens`` prompt tokens (B, k, D_llm)."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_tokens: int = 0):
+        super().__init__()
+        if num_tokens < 1:
+            raise ValueError("projector 'linear-prefix' needs --model.projector.num_tokens >= 1 (LiMBeR's k)")
+        self.num_tokens, self.out_dim = num_tokens, out_dim
+        self.linear = nn.Linear(in_dim, num_tokens * out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 1:
+            raise ValueError(
+                f"linear-prefix expects one pooled vector per image (set --model.vision.select pooled), "
+                f"got {x.shape[1]} tokens"
+            )
+        return self.linear(x[:, 0]).view(x.shape[0], self.num_tokens, self.out_dim)
+
+
+def build_projector(name: str, in_dim: int, out_dim: int, num_tokens: int = 0) -> nn.Module:
+    """Build the projector registered as ``name`` (``num_tokens`` is used by prefix projectors only)."""
+    cls = PROJECTORS.get(name)
+    return cls(in_dim, out_dim, num_tokens) if name == "linear-prefix" else cls(in_dim, out_dim)

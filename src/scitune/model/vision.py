@@ -28,9 +28,13 @@ VISION_ENCODERS.add("clip-vit-l-14", VisionSpec("clip", "openai/clip-vit-large-p
 VISION_ENCODERS.add("clip-vit-l-14-336", VisionSpec("clip", "openai/clip-vit-large-patch14-336"))
 VISION_ENCODERS.add("clip-vit-b-16", VisionSpec("clip", "openai/clip-vit-base-patch16"))
 VISION_ENCODERS.add("siglip-so400m", VisionSpec("siglip", "google/siglip-so400m-patch14-384"))
+VISION_ENCODERS.add("beit-large", VisionSpec("auto", "microsoft/beit-large-patch16-224-pt22k"))
+VISION_ENCODERS.add("resnet-50", VisionSpec("auto", "microsoft/resnet-50"))
 VISION_ENCODERS.add("clip", VisionSpec("clip"))
 VISION_ENCODERS.add("siglip", VisionSpec("siglip"))
 VISION_ENCODERS.add("auto", VisionSpec("auto"))
+
+SELECTS = ("patch", "cls_patch", "pooled")
 
 # Vision towers whose first hidden-state token is a CLS token (exact HF model_type values).
 _CLS_MODEL_TYPES = {"clip_vision_model", "clip", "vit", "dinov2", "beit", "deit", "data2vec-vision"}
@@ -46,16 +50,25 @@ class VisionEncoder(nn.Module):
         has_cls: whether token 0 of the hidden states is a CLS token.
     """
 
-    def __init__(self, model: nn.Module, feature_layer: int = -2, select: str = "patch", has_cls: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        feature_layer: int = -2,
+        select: str = "patch",
+        has_cls: bool = True,
+        image_size: int = 224,
+    ):
         super().__init__()
-        if select not in ("patch", "cls_patch"):
-            raise ValueError(f"--model.vision.select must be 'patch' or 'cls_patch', got {select!r}")
+        if select not in SELECTS:
+            raise ValueError(f"--model.vision.select must be one of {SELECTS}, got {select!r}")
         if select == "cls_patch" and not has_cls:
             raise ValueError("--model.vision.select=cls_patch needs a vision tower with a CLS token")
         self.model = model
         self.feature_layer = feature_layer
         self.select = select
         self.has_cls = has_cls
+        self.image_size = int(getattr(model.config, "image_size", None) or image_size)
+        self._num_tokens: int | None = None
 
     @property
     def config(self):
@@ -63,23 +76,36 @@ class VisionEncoder(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        return int(self.config.hidden_size)
-
-    @property
-    def num_patches(self) -> int:
-        return (int(self.config.image_size) // int(self.config.patch_size)) ** 2
+        sizes = getattr(self.config, "hidden_sizes", None)  # CNNs (ResNet): channels of the last stage
+        return int(sizes[-1]) if sizes and not hasattr(self.config, "patch_size") else int(self.config.hidden_size)
 
     @property
     def num_tokens(self) -> int:
-        """Image tokens one image becomes."""
-        return self.num_patches + (1 if self.select == "cls_patch" else 0)
+        """Image tokens one image becomes (before a prefix projector)."""
+        if self.select == "pooled":
+            return 1
+        if self._num_tokens is None:
+            if hasattr(self.config, "patch_size") and hasattr(self.config, "image_size"):
+                patches = (int(self.config.image_size) // int(self.config.patch_size)) ** 2
+                self._num_tokens = patches + (1 if self.select == "cls_patch" else 0)
+            else:  # any other tower: measure once on a blank image
+                dev = next(self.model.parameters()).device
+                with torch.no_grad():
+                    self._num_tokens = int(
+                        self(torch.zeros(1, 3, self.image_size, self.image_size, device=dev)).shape[1]
+                    )
+        return self._num_tokens
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
         out = self.model(pixel_values.to(dtype), output_hidden_states=True, return_dict=True)
         feats = out.hidden_states[self.feature_layer]  # (B, 1 + P, D) with CLS, (B, P, D) without
-        if self.has_cls and self.select == "patch":
+        if feats.ndim == 4:  # a CNN feature map (B, C, H, W) -> a grid of H*W tokens (B, H*W, C)
+            feats = feats.flatten(2).transpose(1, 2)
+        elif self.has_cls and self.select == "patch":
             feats = feats[:, 1:]
+        if self.select == "pooled":  # one vector per image, (B, 1, D)
+            feats = feats.mean(dim=1, keepdim=True)
         return feats
 
 
@@ -123,4 +149,6 @@ def load_vision_encoder(
         model = model.vision_model
     processor = AutoImageProcessor.from_pretrained(path)
     has_cls = spec.family == "clip" or getattr(model.config, "model_type", "") in _CLS_MODEL_TYPES
-    return VisionEncoder(model, feature_layer, select, has_cls), processor
+    size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
+    side = size.get("height") or size.get("shortest_edge") or 224 if isinstance(size, dict) else 224
+    return VisionEncoder(model, feature_layer, select, has_cls, int(side)), processor

@@ -36,11 +36,13 @@ class VisionLanguageModel(nn.Module):
         llm: nn.Module,
         image_token_id: int,
         identity: dict[str, Any] | None = None,
+        adapters: nn.Module | None = None,
     ):
         super().__init__()
         self.vision = vision
         self.projector = projector
         self.llm = llm
+        self.adapters = adapters
         self.image_token_id = int(image_token_id)
         self.identity: dict[str, Any] = dict(identity or {})
         # Set by builders / load_model; not modules.
@@ -50,7 +52,7 @@ class VisionLanguageModel(nn.Module):
 
     @property
     def num_image_tokens(self) -> int:
-        return self.vision.num_tokens
+        return int(getattr(self.projector, "num_tokens", 0) or self.vision.num_tokens)
 
     @property
     def device(self) -> torch.device:
@@ -113,12 +115,16 @@ class VisionLanguageModel(nn.Module):
 
     # ---- stages and freezing ----
     def parts(self) -> dict[str, nn.Module]:
-        return {"vision": self.vision, "projector": self.projector, "llm": self.llm}
+        parts = {"vision": self.vision, "projector": self.projector, "llm": self.llm}
+        if self.adapters is not None:
+            parts["adapters"] = self.adapters
+        return parts
 
     def set_trainable(self, stage: str, train_vision: bool = False) -> dict[str, dict[str, int]]:
         """Freeze/unfreeze parts for ``stage`` and log parameter counts per part.
 
-        align: projector only. finetune: projector + LLM (with LoRA only the adapter weights of the LLM).
+        align: projector (+ MAGMA adapters). finetune: projector + LLM (with LoRA only the LoRA weights of the
+        LLM) (+ MAGMA adapters).
         """
         if stage not in STAGES:
             raise ValueError(f"--train.stage must be one of {STAGES}, got {stage!r}")
@@ -131,6 +137,8 @@ class VisionLanguageModel(nn.Module):
                 p.requires_grad_("lora_" in name)
         else:
             self.llm.requires_grad_(True)
+        if self.adapters is not None:
+            self.adapters.requires_grad_(True)
         counts = self.parameter_counts()
         for part, c in counts.items():
             log.info("%-9s %14s params, %14s trainable", part, f"{c['total']:,}", f"{c['trainable']:,}")

@@ -115,10 +115,14 @@ class Trainer:
     def _build(self, resume_dir: Path | None):
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)
+        if cfg.train.lora.quantize != "none":
+            from scitune.model.llm import check_qlora_available
+
+            check_qlora_available()
         if resume_dir is not None:
             model = load_model(resume_dir, trainable_lora=True)
         else:
-            model = build_model(cfg.model, cfg.data.template)
+            model = build_model(cfg.model, cfg.data.template, cfg.train.lora.quantize)
         model.template = cfg.data.template
         counts = prepare_stage(model, cfg.train.stage, cfg.train.lora, cfg.model.vision.trainable)
         if cfg.train.gradient_checkpointing:

@@ -20,6 +20,10 @@ def apply_lora(model: VisionLanguageModel, cfg: LoraConfig) -> None:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    if cfg.quantize != "none":  # QLoRA: cast norms to fp32, enable input grads for the 4-bit base
+        from peft import prepare_model_for_kbit_training
+
+        model.llm = prepare_model_for_kbit_training(model.llm)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else cfg.target_modules.split(",")
     peft_cfg = PeftLoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"

@@ -1,0 +1,37 @@
+"""`scitune export`: a checkpoint to a llava-hf folder (`hf`), or LoRA adapters merged into the LLM (`merge-lora`)."""
+
+from __future__ import annotations
+
+from scitune.cli.common import parser
+
+
+def main(argv: list[str]) -> int:
+    from scitune.model.checkpoint import load_model, save_model_files, write_checkpoint
+    from scitune.model.hf_llava import export_hf
+
+    p = parser(
+        "export",
+        "Export a checkpoint.\n\n  scitune export hf --checkpoint runs/x/final --out llava-hf/\n"
+        "  scitune export merge-lora --checkpoint runs/lora/final --out runs/merged",
+    )
+    sub = p.add_subcommands(dest="action")
+    for name, help_ in (
+        ("hf", "write a folder that LlavaForConditionalGeneration + AutoProcessor load"),
+        ("merge-lora", "merge LoRA adapters into the LLM weights (a full scitune checkpoint)"),
+    ):
+        sp = parser(f"export {name}", help_)
+        sp.add_argument("--checkpoint", required=True, help="scitune checkpoint folder")
+        sp.add_argument("--out", required=True, help="output folder (written atomically)")
+        sub.add_subcommand(name, sp, help=help_)
+    args = p.parse_args(argv)
+    sa = args[args.action]
+    model = load_model(sa.checkpoint)
+    if args.action == "hf":
+        export_hf(model, sa.out)
+    else:
+        if not hasattr(model.llm, "peft_config"):
+            raise ValueError(f"{sa.checkpoint}: has no LoRA adapters to merge")
+        model.llm = model.llm.merge_and_unload()
+        write_checkpoint(sa.out, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False))
+    print(f"wrote {sa.out}")
+    return 0
