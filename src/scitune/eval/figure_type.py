@@ -7,11 +7,22 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, ScoreContext, resolve_image
 from scitune.io import atomic_path
 
-__all__ = ["FIGURE_TYPES", "NOT_FOUND", "locate_figure_type", "plot_confusion", "score_figure_types"]
+__all__ = [
+    "FIGURE_TYPES",
+    "NOT_FOUND",
+    "FigureTypeBenchmark",
+    "FigureTypeOptions",
+    "locate_figure_type",
+    "plot_confusion",
+    "score_figure_types",
+]
 
 FIGURE_TYPES = ("Graph Plot", "Scatterplot", "Node Diagram", "Equation", "Bar Chart")
 """The five SciCap figure types, in SciTune's order."""
@@ -115,3 +126,128 @@ def plot_confusion(matrix: Mapping[str, Mapping[str, int]], path: str | os.PathL
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The figure-type benchmark (SciTune Table 1)
+# --------------------------------------------------------------------------------------------------------------------
+SCITUNE_QUESTION = "Describe the following image in detail."
+"""The first of SciTune's 16 alignment questions (paper Table 7)."""
+
+
+@dataclass
+class FigureTypeOptions(EvalOptions):
+    """Figure type: --data SciCap-style records (JSONL / JSON / folder with image and figure_type), e.g. SciFig's
+    scicap/test.jsonl."""
+
+    image_root: str | None = None
+    """Folder the records' image paths are relative to; default: the data file's folder, then its parent."""
+    question: str = SCITUNE_QUESTION
+    """The instruction asked with each figure (the model answers with the type first, as SciTune trains it)."""
+    rule: str = "earliest"
+    """How the type is located in the text: earliest (any case, spelling variants) or scitune (the authors' exact,
+    case-sensitive substring rule)."""
+    clip: str | None = None
+    """A CLIP-like checkpoint folder: adds the zero-shot baseline (image-text similarity with the five type names)."""
+
+
+def scicap_examples(data: str, image_root: str | None, question: str) -> tuple[list[Example], list[dict[str, Any]]]:
+    """Examples from SciCap-style records (`scitune.data.converters.load_scicap` layouts) and the figures."""
+    from scitune.data.converters.scicap import load_scicap
+
+    src = Path(data)
+    base = src if src.is_dir() else src.parent
+    roots = [Path(image_root)] if image_root else [base, base.parent]
+    examples, figures = [], []
+    for _, fig in load_scicap(src):
+        images = [resolve_image(fig["image"], roots)] if fig["image"] else []
+        examples.append(Example(str(fig["id"]), question, images, target=fig["caption"], meta={"type": fig["figure_type"]}))
+        figures.append(fig)
+    return examples, figures
+
+
+@BENCHMARKS.register("figure-type")
+class FigureTypeBenchmark(Benchmark):
+    """Figure-type accuracy per type and overall (type located in the generated text), with a confusion matrix and
+    the zero-shot CLIP baseline side by side."""
+
+    name = "figure-type"
+    mode = "generate"
+    Options = FigureTypeOptions
+    opts: FigureTypeOptions
+
+    def examples(self) -> list[Example]:
+        examples, _ = scicap_examples(self.opts.data, self.opts.image_root, self.opts.question)
+        self.skipped = [e.id for e in examples if e.meta["type"] not in FIGURE_TYPES]
+        kept = [e for e in examples if e.meta["type"] in FIGURE_TYPES]
+        for e in kept:
+            e.target = e.meta["type"]
+        return kept
+
+    def prompt_text(self, example: Example) -> str:
+        # SciTune's training records put the image after the question
+        return f"{example.text}\n<image>" if example.images else example.text
+
+    def _clip(self, examples: list[Example]) -> dict[str, Any]:
+        try:
+            from scitune.eval.zeroshot import zero_shot_figure_types
+        except ImportError as e:
+            return {"note": f"zero-shot baseline unavailable: {e}"}
+        from scitune.infer.generate import open_image
+
+        preds: list[str] = []
+        for start in range(0, len(examples), 256):  # bounded memory for large validation sets
+            chunk = examples[start : start + 256]
+            preds += zero_shot_figure_types(self.opts.clip, [open_image(e.images[0]) for e in chunk], list(FIGURE_TYPES))
+        out = score_figure_types([e.target for e in examples], preds)
+        out["model"] = self.opts.clip
+        return out
+
+    def score(self, examples: list[Example], predictions: dict[str, dict[str, Any]], ctx: ScoreContext) -> dict:
+        texts = {k: r.get("text", "") for k, r in predictions.items()}
+        located = [locate_figure_type(texts[e.id], self.opts.rule) if e.id in texts else None for e in examples]
+        res = score_figure_types([e.target for e in examples], located)
+        out: dict[str, Any] = {
+            "summary": {"acc": res["acc"], **{t: res["per_type"][t]["acc"] for t in FIGURE_TYPES}},
+            "rule": self.opts.rule,
+            "skipped_other_types": len(getattr(self, "skipped", [])),
+            "model": res,
+        }
+        if self.opts.clip:
+            out["clip"] = self._clip(examples)
+            if "acc" in out["clip"]:
+                out["summary"]["clip_acc"] = out["clip"]["acc"]
+        return out
+
+    def report(self, results: dict[str, Any]) -> str:
+        from scitune.eval.report import md_table
+
+        res, clip = results["model"], results.get("clip", {})
+        has_clip = "per_type" in clip
+        head = ["Figure Type", "n", *(["CLIP zero-shot"] if has_clip else []), "model"]
+        rows = [[t, res["per_type"][t]["count"], *([clip["per_type"][t]["acc_str"]] if has_clip else []),
+                 res["per_type"][t]["acc_str"]] for t in FIGURE_TYPES]  # fmt: skip
+        rows.append(["All", res["count"], *([clip["acc_str"]] if has_clip else []), res["acc_str"]])
+        text = f"Accuracy (%) per gold type; type located with the `{results['rule']}` rule"
+        text += f"; {results['skipped_other_types']} records of other types skipped.\n\n" + md_table(head, rows)
+        if "note" in clip:
+            text += f"\n{clip['note']}\n"
+        cols = list(next(iter(res["confusion"].values())))
+        text += "\n### Confusion (rows: gold, columns: located)\n\n"
+        text += md_table(["gold", *cols], [[g, *(r[c] for c in cols)] for g, r in res["confusion"].items()])
+        return text
+
+    def plots(self, results: dict[str, Any], out_dir: Path) -> list[str]:
+        from scitune.eval.plots import bar_chart
+
+        res, clip = results["model"], results.get("clip", {})
+        plot_confusion(res["confusion"], out_dir / "confusion.png", title="figure type: model")
+        series = {"model": [res["per_type"][t]["acc"] for t in FIGURE_TYPES] + [res["acc"]]}
+        names = ["per_type.png", "confusion.png"]
+        if "per_type" in clip:
+            series = {"CLIP zero-shot": [clip["per_type"][t]["acc"] for t in FIGURE_TYPES] + [clip["acc"]], **series}
+            plot_confusion(clip["confusion"], out_dir / "clip_confusion.png", title="figure type: CLIP zero-shot")
+            names.append("clip_confusion.png")
+        bar_chart(out_dir / "per_type.png", [*FIGURE_TYPES, "All"], series, title="figure-type accuracy (%)",
+                  ylabel="accuracy (%)")  # fmt: skip
+        return names
