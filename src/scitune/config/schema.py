@@ -86,6 +86,10 @@ class DataConfig:
     """Train on the valid records and write the skipped ids to the run dir instead of stopping."""
     group_by_length: bool = False
     """Sample batches of similar length (less padding)."""
+    packing: bool = False
+    """Pack each micro-batch's samples into few rows of max_length (position ids restart, attention isolated)."""
+    feature_cache: str | None = None
+    """Folder from `scitune data cache-features`: the align stage reads frozen vision features from it."""
     num_workers: int = 0
     """DataLoader worker processes."""
 
@@ -154,6 +158,8 @@ class TrainConfig:
     """Mixed precision via accelerate."""
     gradient_checkpointing: bool = False
     """Recompute LLM activations in the backward pass."""
+    compile: bool = False
+    """Compile the LLM with torch.compile (opt-in; first steps are slower)."""
     seed: int = 42
     """Seed for initialisation, data order and dropout."""
     log_every: int = 1

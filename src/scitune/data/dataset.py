@@ -154,9 +154,11 @@ def validate_file(
 class SupervisedDataset(torch.utils.data.Dataset):
     """Validated samples; images are loaded and preprocessed on access."""
 
-    def __init__(self, samples: list[Sample], image_processor: Any):
+    def __init__(self, samples: list[Sample], image_processor: Any, feature_store: Any = None):
         self.samples = samples
         self.image_processor = image_processor
+        self.feature_store = feature_store  # a FeatureStore: cached encoder outputs replace the images
+        self._keys: dict[Path, str] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -167,12 +169,17 @@ class SupervisedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        pixel_values = None
-        if s.images:
-            imgs = [load_image(p) for p in s.images]
-            pixel_values = self.image_processor(images=imgs, return_tensors="pt")["pixel_values"]
-        return {
+        item: dict[str, Any] = {
             "input_ids": torch.tensor(s.encoded.input_ids),
             "labels": torch.tensor(s.encoded.labels),
-            "pixel_values": pixel_values,
+            "pixel_values": None,
         }
+        if s.images and self.feature_store is not None:
+            from scitune.data.feature_store import image_key
+
+            keys = [self._keys.setdefault(p, image_key(p)) for p in s.images]
+            item["image_features"] = torch.stack([self.feature_store.get(k) for k in keys])
+        elif s.images:
+            imgs = [load_image(p) for p in s.images]
+            item["pixel_values"] = self.image_processor(images=imgs, return_tensors="pt")["pixel_values"]
+        return item

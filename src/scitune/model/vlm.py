@@ -68,12 +68,22 @@ class VisionLanguageModel(nn.Module):
         proj_dtype = next(self.projector.parameters(), feats).dtype
         return self.projector(feats.to(proj_dtype))
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with image features scattered into the image-token positions, (B, L, D)."""
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with image features scattered into the image-token positions, (B, L, D).
+
+        ``image_features`` are the vision encoder's outputs computed earlier (a feature cache), (n, N, D_vis);
+        they replace ``pixel_values``.
+        """
         embeds = self.llm.get_input_embeddings()(input_ids)
         is_image = input_ids == self.image_token_id
         n_slots = int(is_image.sum())
-        n_images = 0 if pixel_values is None else int(pixel_values.shape[0])
+        given = image_features if image_features is not None else pixel_values
+        n_images = 0 if given is None else int(given.shape[0])
         if n_slots != n_images * self.num_image_tokens:
             raise ValueError(
                 f"batch has {n_slots} image-token positions but {n_images} images x {self.num_image_tokens} "
@@ -81,7 +91,11 @@ class VisionLanguageModel(nn.Module):
             )
         if n_images == 0:
             return embeds
-        feats = self.encode_images(pixel_values).to(embeds.dtype)  # (n_images, N, D)
+        if image_features is not None:
+            proj_dtype = next(self.projector.parameters(), image_features).dtype
+            feats = self.projector(image_features.to(proj_dtype)).to(embeds.dtype)
+        else:
+            feats = self.encode_images(pixel_values).to(embeds.dtype)  # (n_images, N, D)
         mask = is_image.unsqueeze(-1).expand_as(embeds)
         return embeds.masked_scatter(mask, feats.reshape(-1, feats.shape[-1]))
 
@@ -91,10 +105,14 @@ class VisionLanguageModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
         **kwargs: Any,
     ):
-        """Run the LLM on spliced embeddings; returns the LLM's output (``.logits`` of shape (B, L, V))."""
-        embeds = self.embed(input_ids, pixel_values)
+        """Run the LLM on spliced embeddings; returns the LLM's output (``.logits`` of shape (B, L, V)).
+
+        Packed rows pass ``position_ids`` restarting per sample and ``attention_mask=None``.
+        """
+        embeds = self.embed(input_ids, pixel_values, image_features)
         return self.llm(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
         )

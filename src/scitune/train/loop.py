@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from scitune.config.schema import RunConfig
-from scitune.data.collate import collate
+from scitune.data.collate import collate, collate_packed
 from scitune.data.dataset import SupervisedDataset, validate_file
 from scitune.data.sampler import BatchPlan
 from scitune.data.templates import get_template
@@ -92,7 +92,15 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
         if is_main:
             write_jsonl(out_dir / "skipped.jsonl", (asdict(p) for p in report.problems))
     log.info("data: %d usable samples of %d in %s", len(samples), report.total, cfg.data.train)
-    return SupervisedDataset(samples, model.image_processor)
+    store = None
+    if cfg.data.feature_cache:
+        from scitune.data.feature_store import FeatureStore
+        from scitune.train.feature_cache import model_feature_identity
+
+        if cfg.model.vision.trainable:
+            raise ValueError("--data.feature_cache needs a frozen vision encoder; unset --model.vision.trainable")
+        store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model))
+    return SupervisedDataset(samples, model.image_processor, store)
 
 
 def _fault(name: str, step: int) -> None:
@@ -127,6 +135,8 @@ class Trainer:
         counts = prepare_stage(model, cfg.train.stage, cfg.train.lora, cfg.model.vision.trainable)
         if cfg.train.gradient_checkpointing:
             model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.train.compile:
+            model.llm.compile()  # in place: parameter names (and checkpoints) stay the same
         return model, counts
 
     def run(self) -> TrainResult:
@@ -194,15 +204,16 @@ class Trainer:
         while step < total:
             epoch, in_epoch = divmod(step, plan.steps_per_epoch)
             t0 = time.perf_counter()
-            micro = [collate([data[i] for i in idx], pad) for idx in plan.micro_batches(epoch, in_epoch, self.rank)]
+            micro = [
+                self._collate([data[i] for i in idx], pad) for idx in plan.micro_batches(epoch, in_epoch, self.rank)
+            ]
             local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
             n_tokens = reduce_sum(acc, torch.tensor(float(local_tokens), device=acc.device))
             loss_sum = torch.zeros((), device=acc.device)
             for k, b in enumerate(micro):
                 ctx = acc.no_sync(model) if k < len(micro) - 1 else _nullcontext()
                 with ctx, acc.autocast():
-                    pv = None if b["pixel_values"] is None else b["pixel_values"].to(acc.device)
-                    out = model(b["input_ids"].to(acc.device), b["attention_mask"].to(acc.device), pv)
+                    out = model(**_to_device(b, acc.device))
                     ce = token_loss_sum(out.logits, b["labels"])
                     # normalise by the global token count; DDP averages over processes, so scale by world
                     acc.backward(ce / n_tokens * self.world)
@@ -235,6 +246,11 @@ class Trainer:
                 _fault("SCITUNE_FAULT_AFTER_STEP", step)
         bar.close()
         return losses
+
+    def _collate(self, items: list[dict[str, Any]], pad: int) -> dict[str, Any]:
+        if self.cfg.data.packing:
+            return collate_packed(items, pad, self.cfg.data.max_length)
+        return collate(items, pad)
 
     def _log(self, record: dict[str, Any], step: int) -> None:
         if not self.acc.is_main_process or step % max(1, self.cfg.train.log_every):
@@ -283,6 +299,12 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
         for tmp in root.glob(".tmp-*"):  # leftovers of an interrupted save
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
+    """The model's inputs of a collated batch, on ``device`` (labels stay where they are)."""
+    keys = ("input_ids", "attention_mask", "pixel_values", "position_ids", "image_features")
+    return {k: batch[k].to(device) for k in keys if batch.get(k) is not None}
 
 
 def tc_max(cfg: RunConfig) -> float:

@@ -1,0 +1,148 @@
+"""Speed features give the same results: packing (loss and gradients), the frozen-feature cache (align losses)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from scitune.config.schema import LoraConfig
+from scitune.data.collate import collate, collate_packed, pack_rows
+from scitune.data.dataset import SupervisedDataset, validate_file
+from scitune.data.templates import get_template
+from scitune.data.tokenize import ImageSlots
+from scitune.io import DataError
+from scitune.model import tiny_vlm
+from scitune.train.loop import token_loss_sum
+from scitune.train.stages import prepare_stage
+
+
+def test_pack_rows_never_splits_and_respects_the_length():
+    lengths = [5, 9, 3, 7, 2, 8, 1, 10]
+    rows = pack_rows(lengths, 12)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 12 for r in rows)
+    assert len(rows) < len(lengths)
+
+
+def _samples(tmp_path, color_data, model):
+    slots = ImageSlots("<image>", model.image_token_id, model.num_image_tokens)
+    samples, report = validate_file(color_data, model.tokenizer, get_template("scitune"), slots, max_length=512)
+    assert report.ok
+    return SupervisedDataset(samples, model.image_processor)
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    out = model(
+        batch["input_ids"], batch.get("attention_mask"), batch["pixel_values"], position_ids=batch.get("position_ids")
+    )
+    ce = token_loss_sum(out.logits, batch["labels"])
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    (ce / n).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return float(ce / n), grads
+
+
+def test_packed_equals_unpacked_loss_and_gradients(tmp_path, color_data):
+    model = tiny_vlm()
+    prepare_stage(model, "finetune", LoraConfig())
+    data = _samples(tmp_path, color_data, model)
+    items = [data[i] for i in range(8)]
+    pad = model.tokenizer.pad_token_id
+    plain, packed = collate(items, pad), collate_packed(items, pad, max_length=3 * len(items[0]["input_ids"]))
+    assert packed["input_ids"].shape[0] < plain["input_ids"].shape[0]  # fewer rows
+    assert packed["attention_mask"] is None and (packed["position_ids"][:, 0] == 0).all()
+    l1, g1 = _loss_and_grads(model, plain)
+    l2, g2 = _loss_and_grads(model, packed)
+    assert abs(l1 - l2) < 1e-5
+    assert g1.keys() == g2.keys() and len(g1) > 10
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], atol=1e-5, rtol=1e-4), k
+
+
+def _run(tmp_path, tiny_base, color_data, name, **data_opts):
+    from scitune.config.schema import (
+        DataConfig,
+        LlmConfig,
+        ModelConfig,
+        OptimConfig,
+        ProjectorConfig,
+        RunConfig,
+        TrainConfig,
+        VisionConfig,
+    )
+    from scitune.train.loop import train
+
+    cfg = RunConfig(
+        model=ModelConfig(
+            vision=VisionConfig(name="clip", path=tiny_base["vision"]),
+            projector=ProjectorConfig("mlp2x-gelu"),
+            llm=LlmConfig(path=tiny_base["llm"]),
+        ),
+        data=DataConfig(train=str(color_data), max_length=256, **data_opts),
+        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
+        train=TrainConfig(
+            stage="align",
+            out_dir=str(tmp_path / name),
+            epochs=2,
+            global_batch_size=4,
+            micro_batch_size=2,
+            progress=False,
+        ),
+    )
+    return train(cfg).losses
+
+
+def test_cached_features_give_the_same_align_losses(tmp_path, tiny_base, color_data):
+    from scitune.config.schema import LlmConfig, ModelConfig, ProjectorConfig, VisionConfig
+    from scitune.model import load_model
+    from scitune.model.builders import build_model
+    from scitune.train.feature_cache import build_feature_cache
+
+    model = build_model(
+        ModelConfig(
+            vision=VisionConfig(name="clip", path=tiny_base["vision"]),
+            projector=ProjectorConfig("mlp2x-gelu"),
+            llm=LlmConfig(path=tiny_base["llm"]),
+        )
+    )
+    manifest = build_feature_cache(model, color_data, tmp_path / "cache", batch_size=3, progress=False)
+    assert manifest["images"] == 4  # 16 files, 4 distinct contents: keyed by content hash
+    plain = _run(tmp_path, tiny_base, color_data, "plain")
+    cached = _run(tmp_path, tiny_base, color_data, "cached", feature_cache=str(tmp_path / "cache"))
+    packed = _run(tmp_path, tiny_base, color_data, "packed", feature_cache=str(tmp_path / "cache"), packing=True)
+    assert max(abs(a - b) for a, b in zip(plain, cached)) < 1e-6
+    assert max(abs(a - b) for a, b in zip(plain, packed)) < 1e-5
+    del load_model
+
+
+def test_cache_of_another_encoder_is_refused_and_corrupt_shards_are_named(tmp_path, tiny_base, color_data):
+    from scitune.config.schema import LlmConfig, ModelConfig, VisionConfig
+    from scitune.data.feature_store import FeatureStore
+    from scitune.model.builders import build_model
+    from scitune.train.feature_cache import build_feature_cache, model_feature_identity
+
+    model = build_model(
+        ModelConfig(
+            vision=VisionConfig(name="clip", path=tiny_base["vision"], feature_layer=-1),
+            llm=LlmConfig(path=tiny_base["llm"]),
+        )
+    )
+    build_feature_cache(model, color_data, tmp_path / "cache", progress=False)
+    other = build_model(
+        ModelConfig(
+            vision=VisionConfig(name="clip", path=tiny_base["vision"], feature_layer=-2),
+            llm=LlmConfig(path=tiny_base["llm"]),
+        )
+    )
+    with pytest.raises(DataError, match="rebuild the cache"):
+        FeatureStore(tmp_path / "cache", model_feature_identity(other))
+    store = FeatureStore(tmp_path / "cache", model_feature_identity(model))
+    key = next(iter(store.index))
+    shard = tmp_path / "cache" / store.index[key]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(DataError, match="cannot read cached features"):
+        FeatureStore(tmp_path / "cache", model_feature_identity(model)).get(key)
+    assert json.loads((tmp_path / "cache" / "cache.json").read_text())["images"] == 4
