@@ -81,3 +81,56 @@ def test_cross_field_error_names_the_flag(capsys):
 def test_unknown_preset_lists_known_ones(capsys):
     assert main(["train", "--config", "no-such/preset"]) == 2
     assert "tiny/align" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from scitune.model import tiny_vlm
+    from scitune.model.checkpoint import save_model_files, write_checkpoint
+
+    path = tmp_path_factory.mktemp("ck") / "final"
+    model = tiny_vlm()
+    write_checkpoint(path, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False))
+    return path
+
+
+def test_chat_reads_turns_and_images_from_stdin(tiny_checkpoint, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), "blue").save(tmp_path / "fig.png")
+    script = f"hello\n/image {tmp_path / 'fig.png'}\nwhat is shown?\n/image {tmp_path / 'nope.png'}\n/reset\n/quit\n"
+    r = subprocess.run(
+        [sys.executable, "-m", "scitune", "chat", "--checkpoint", str(tiny_checkpoint), "--gen.max_new_tokens", "4"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("assistant>") == 2
+    assert "(image attached" in r.stdout and "cannot open image" in r.stdout and "conversation cleared" in r.stdout
+
+
+def test_generate_with_sampling_and_stop(tiny_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "a.png")
+    args = [
+        "generate",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--image",
+        str(tmp_path / "a.png"),
+        "--prompt",
+        "hi",
+        "--gen.max_new_tokens",
+        "6",
+        "--gen.temperature",
+        "0.7",
+        "--gen.top_p",
+        "0.9",
+        "--gen.stop",
+        '["x"]',
+    ]
+    assert main(args) == 0
+    assert "x" not in capsys.readouterr().out.strip()
