@@ -86,6 +86,8 @@ class DataConfig:
     """Train on the valid records and write the skipped ids to the run dir instead of stopping."""
     group_by_length: bool = False
     """Sample batches of similar length (less padding)."""
+    image_placement: Literal["as-is", "before", "after", "random"] = "as-is"
+    """Where to add <image> in the first human turn of records that have an image but no placeholder."""
     packing: bool = False
     """Pack each micro-batch's samples into few rows of max_length (position ids restart, attention isolated)."""
     feature_cache: str | None = None

@@ -55,3 +55,27 @@ def record_messages(record: dict[str, Any]) -> list[Message]:
     if not any(m.role == "assistant" for m in body):
         raise ValueError("record has no assistant (gpt) turn to train on")
     return msgs
+
+
+def place_image_tokens(record: dict[str, Any], placement: str, seed: int = 0, token: str = "<image>") -> dict[str, Any]:
+    """Put the image placeholder(s) in the first human turn when the record has images but no placeholder.
+
+    ``placement``: ``as-is`` (leave the record alone), ``before`` / ``after`` the question, or ``random``: before or
+    after, drawn per record from ``(seed, id)`` so every run places it the same way (LLaVA's multi-turn data).
+    """
+    images = record_images(record)
+    conv = record.get("conversations")
+    if placement == "as-is" or not images or not isinstance(conv, list) or not conv:
+        return record
+    if any(token in str(t.get("value", "")) for t in conv if isinstance(t, dict)):
+        return record
+    if placement == "random":
+        import random
+
+        placement = random.Random(f"{seed}:{record.get('id', '')}").choice(("before", "after"))
+    if placement not in ("before", "after"):
+        raise ValueError(f"--data.image_placement must be as-is, before, after or random, got {placement!r}")
+    first = dict(conv[0])
+    tokens = "\n".join([token] * len(images))
+    first["value"] = f"{tokens}\n{first['value']}" if placement == "before" else f"{first['value']}\n{tokens}"
+    return {**record, "conversations": [first, *conv[1:]]}

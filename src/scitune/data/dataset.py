@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from scitune.data.conversation import record_images, record_messages
+from scitune.data.conversation import place_image_tokens, record_images, record_messages
 from scitune.data.templates import ChatTemplate
 from scitune.data.tokenize import Encoded, ImageSlots, encode_conversation
 from scitune.io import DataError
@@ -107,9 +107,16 @@ class Sample:
 
 
 def check_record(
-    rec: dict[str, Any], tokenizer: Any, template: ChatTemplate, slots: ImageSlots, image_root: Path, max_length: int
+    rec: dict[str, Any],
+    tokenizer: Any,
+    template: ChatTemplate,
+    slots: ImageSlots,
+    image_root: Path,
+    max_length: int,
+    image_placement: str = "as-is",
 ) -> Sample:
     """Validate one record and encode it; raise ``ValueError``/`DataError` describing the first problem."""
+    rec = place_image_tokens(rec, image_placement, token=slots.placeholder)
     messages = record_messages(rec)
     images = [image_root / p for p in record_images(rec)]
     n_placeholders = sum(m.content.count(slots.placeholder) for m in messages if m.role == "user")
@@ -135,6 +142,7 @@ def validate_file(
     slots: ImageSlots,
     image_root: str | os.PathLike[str] | None = None,
     max_length: int = 2048,
+    image_placement: str = "as-is",
 ) -> tuple[list[Sample], ValidationReport]:
     """Check every record of ``path``; return the good samples and a report listing every bad one."""
     path = Path(path)
@@ -145,7 +153,7 @@ def validate_file(
     for loc, rec in located:
         rid = str(rec.get("id", "?"))
         try:
-            samples.append(check_record(rec, tokenizer, template, slots, root, max_length))
+            samples.append(check_record(rec, tokenizer, template, slots, root, max_length, image_placement))
         except (ValueError, DataError) as e:
             report.problems.append(Problem(loc, rid, str(e)))
     return samples, report

@@ -83,7 +83,13 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
     template = get_template(cfg.data.template)
     slots = ImageSlots(cfg.model.image_token, model.image_token_id, model.num_image_tokens)
     samples, report = validate_file(
-        cfg.data.train, model.tokenizer, template, slots, cfg.data.image_root, cfg.data.max_length
+        cfg.data.train,
+        model.tokenizer,
+        template,
+        slots,
+        cfg.data.image_root,
+        cfg.data.max_length,
+        cfg.data.image_placement,
     )
     if not report.ok:
         if not cfg.data.skip_bad_samples:

@@ -89,3 +89,41 @@ def test_image_in_assistant_turn_is_rejected(tok):
     bad = [Message("user", "hi"), Message("assistant", "look <image>")]
     with pytest.raises(ValueError, match="assistant turn contains the image"):
         encode_conversation(bad, tok, get_template("scitune"), _slots(tok))
+
+
+THREE_TURNS = [
+    Message("user", "<image>\nWhat type of figure is this?"),
+    Message("assistant", "Bar Chart"),
+    Message("user", "Which bar is tallest?"),
+    Message("assistant", "The bar labelled B."),
+    Message("user", "How many bars?"),
+    Message("assistant", "Four."),
+]
+
+
+@pytest.mark.parametrize("name", [n for n in CHAT_TEMPLATES.names() if n != "plain"])
+def test_multi_turn_every_assistant_turn_and_its_stop_is_trained(name, tok):
+    enc = encode_conversation(THREE_TURNS, tok, get_template(name), _slots(tok))
+    decoded = [tok.decode(s) for s in _trained_spans(enc.input_ids, enc.labels)]
+    assert decoded == [m.content + EXPECTED_ENDS[name] for m in THREE_TURNS if m.role == "assistant"]
+
+
+def test_image_placement_is_seeded_per_record():
+    from scitune.data.conversation import place_image_tokens
+
+    recs = [
+        {
+            "id": f"r{i}",
+            "image": "a.png",
+            "conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}],
+        }
+        for i in range(40)
+    ]
+    placed = [place_image_tokens(r, "random", seed=1)["conversations"][0]["value"] for r in recs]
+    assert placed == [place_image_tokens(r, "random", seed=1)["conversations"][0]["value"] for r in recs]
+    assert {"<image>\nQ?", "Q?\n<image>"} == set(placed)  # both placements occur
+    assert place_image_tokens(recs[0], "before")["conversations"][0]["value"] == "<image>\nQ?"
+    assert place_image_tokens(recs[0], "after")["conversations"][0]["value"] == "Q?\n<image>"
+    assert place_image_tokens(recs[0], "as-is") is recs[0]
+    marked = {**recs[0], "conversations": [{"from": "human", "value": "<image> Q?"}, recs[0]["conversations"][1]]}
+    assert place_image_tokens(marked, "random") is marked  # records that mark their image are never changed
