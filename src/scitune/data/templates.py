@@ -31,12 +31,16 @@ class ChatTemplate:
 
     name = ""
 
-    def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+    def _segments(self, messages: list[Message], tokenizer: Any, prompt: bool) -> list[Segment]:
         raise NotImplementedError
+
+    def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
+        """Segments of a whole conversation, for training."""
+        return self._segments(messages, tokenizer, prompt=False)
 
     def render_prompt(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
         """Segments for generation: ``messages`` end with a user turn; the assistant prefix is appended."""
-        raise NotImplementedError
+        return self._segments(messages, tokenizer, prompt=True)
 
     def stop(self, tokenizer: Any = None) -> list[str]:
         raise NotImplementedError
@@ -80,12 +84,6 @@ class SeparatorTemplate(ChatTemplate):
         if prompt:
             segs.append(Segment(self.assistant_prefix))
         return [s for s in segs if s.text]
-
-    def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
-        return self._segments(messages, tokenizer, prompt=False)
-
-    def render_prompt(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
-        return self._segments(messages, tokenizer, prompt=True)
 
     def stop(self, tokenizer: Any = None) -> list[str]:
         return [self._end(tokenizer)]
@@ -169,12 +167,6 @@ class TokenizerChatTemplate(ChatTemplate):
             head = self._apply(tokenizer, messages, gen=True)
             segs.append(Segment(head[len(prev) :]))
         return [s for s in segs if s.text]
-
-    def render(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
-        return self._segments(messages, tokenizer, prompt=False)
-
-    def render_prompt(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
-        return self._segments(messages, tokenizer, prompt=True)
 
     def stop(self, tokenizer: Any = None) -> list[str]:
         return [tokenizer.eos_token] if tokenizer is not None and tokenizer.eos_token else []
