@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("scitune.cli.convert", "convert SciCap / ScienceQA sources to training records"),
     "data": ("scitune.cli.data", "validate a data file"),
     "train": ("scitune.cli.train", "train a stage (align | finetune) from a preset"),
+    "eval": ("scitune.cli.eval", "evaluate a checkpoint or predictions on a benchmark; compare runs"),
     "generate": ("scitune.cli.generate", "generate a reply to one prompt with images"),
     "chat": ("scitune.cli.chat", "chat with a checkpoint in the terminal"),
     "export": ("scitune.cli.export", "export to a llava-hf folder, or merge LoRA adapters"),

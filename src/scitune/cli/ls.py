@@ -9,6 +9,7 @@ def registries() -> dict:
     from scitune.config.io import PRESETS
     from scitune.data.converters import CONVERTERS
     from scitune.data.templates import CHAT_TEMPLATES
+    from scitune.eval import BENCHMARKS
     from scitune.model import LLMS, PROJECTORS, VISION_ENCODERS
 
     return {
@@ -18,6 +19,7 @@ def registries() -> dict:
         "templates": CHAT_TEMPLATES,
         "converters": CONVERTERS,
         "presets": PRESETS,
+        "benchmarks": BENCHMARKS,
     }
 
 

@@ -149,6 +149,8 @@ class FigureTypeOptions(EvalOptions):
     case-sensitive substring rule)."""
     clip: str | None = None
     """A CLIP-like checkpoint folder: adds the zero-shot baseline (image-text similarity with the five type names)."""
+    clip_prompt: str = "a {}"
+    """Text template of the zero-shot baseline, {} = the type name (e.g. "a {} from a scientific paper")."""
 
 
 def scicap_examples(data: str, image_root: str | None, question: str) -> tuple[list[Example], list[dict[str, Any]]]:
@@ -161,7 +163,9 @@ def scicap_examples(data: str, image_root: str | None, question: str) -> tuple[l
     examples, figures = [], []
     for _, fig in load_scicap(src):
         images = [resolve_image(fig["image"], roots)] if fig["image"] else []
-        examples.append(Example(str(fig["id"]), question, images, target=fig["caption"], meta={"type": fig["figure_type"]}))
+        examples.append(
+            Example(str(fig["id"]), question, images, target=fig["caption"], meta={"type": fig["figure_type"]})
+        )
         figures.append(fig)
     return examples, figures
 
@@ -193,12 +197,11 @@ class FigureTypeBenchmark(Benchmark):
             from scitune.eval.zeroshot import zero_shot_figure_types
         except ImportError as e:
             return {"note": f"zero-shot baseline unavailable: {e}"}
-        from scitune.infer.generate import open_image
-
-        preds: list[str] = []
-        for start in range(0, len(examples), 256):  # bounded memory for large validation sets
-            chunk = examples[start : start + 256]
-            preds += zero_shot_figure_types(self.opts.clip, [open_image(e.images[0]) for e in chunk], list(FIGURE_TYPES))
+        missing = [e.images[0] for e in examples if not e.images or not Path(e.images[0]).is_file()]
+        if missing:
+            return {"note": f"zero-shot baseline skipped: {len(missing)} image(s) not found, e.g. {missing[0]}"}
+        paths = [e.images[0] for e in examples]  # opened batch by batch by the classifier
+        preds = zero_shot_figure_types(self.opts.clip, paths, list(FIGURE_TYPES), prompt=self.opts.clip_prompt)
         out = score_figure_types([e.target for e in examples], preds)
         out["model"] = self.opts.clip
         return out

@@ -1,0 +1,114 @@
+"""A judge model behind any OpenAI-compatible chat-completions endpoint (standard library HTTP only), with
+timeouts, bounded retries with exponential backoff, and LLaVA's score-pair parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+__all__ = ["API_KEY_ENV", "JudgeClient", "JudgeError", "parse_score_pair"]
+
+API_KEY_ENV = "SCITUNE_JUDGE_API_KEY"
+"""Environment variable holding the judge endpoint's API key (sent as a Bearer token; none is sent if unset)."""
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class JudgeError(RuntimeError):
+    """The judge endpoint failed for one item (after the retries)."""
+
+
+def parse_score_pair(review: str) -> tuple[float, float] | None:
+    """The two scores on the first line of a review, as LLaVA's ``eval_gpt_review_bench.parse_score``: commas become
+    spaces, the line is split on single spaces and must give exactly two numbers; None otherwise (LLaVA records
+    ``[-1, -1]`` then)."""
+    parts = review.split("\n")[0].replace(",", " ").split(" ")
+    if len(parts) != 2:
+        return None
+    try:
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        return None
+
+
+@dataclass
+class JudgeClient:
+    """Posts chat completions to ``url`` (a base such as ``http://host:8000/v1`` or the full
+    ``.../chat/completions`` address).
+
+    Args:
+        url: the endpoint.
+        model: the judge model name sent in the request.
+        api_key: bearer token; default: the `API_KEY_ENV` environment variable, if set.
+        timeout: seconds allowed for connecting and for each read of the reply.
+        retries: further attempts after a failed one (connection error, timeout, 408/429/5xx, malformed reply).
+        backoff: seconds before the first retry, doubled for each next one.
+        temperature: sampling temperature (LLaVA's judge uses 0.2).
+        max_tokens: reply length limit (LLaVA: 1024).
+    """
+
+    url: str
+    model: str
+    api_key: str | None = None
+    timeout: float = 60.0
+    retries: int = 4
+    backoff: float = 1.0
+    temperature: float = 0.2
+    max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"--judge_url must be an http(s) address, got {self.url!r}")
+        if self.api_key is None:
+            self.api_key = os.environ.get(API_KEY_ENV) or None
+
+    @property
+    def endpoint(self) -> str:
+        base = self.url.rstrip("/")
+        return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+    def _post(self, body: bytes) -> str:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            data = json.loads(resp.read().decode("utf-8"))
+        content = data["choices"][0]["message"]["content"]
+        if not isinstance(content, str):
+            raise ValueError("reply has no message content")
+        return content
+
+    def complete(self, system: str, user: str) -> str:
+        """The judge's reply to one (system, user) exchange.
+
+        Raises:
+            JudgeError: after ``1 + retries`` failed attempts, or at once on a client error (4xx other than
+                408/409/425/429), naming the last problem.
+        """
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+            }
+        ).encode("utf-8")
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._post(body)
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code} {e.reason}"
+                if e.code not in _RETRY_STATUS:
+                    break
+            except (urllib.error.URLError, TimeoutError, OSError) as e:
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                last = f"malformed reply: {type(e).__name__}: {e}"
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise JudgeError(f"{self.endpoint}: {last} (after {attempt + 1} attempt(s))")
