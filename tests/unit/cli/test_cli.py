@@ -10,7 +10,7 @@ import yaml
 
 from scitune.cli import COMMANDS, main
 
-EXPECTED = {"demo", "convert", "data", "train", "eval", "generate", "chat", "export", "import", "ls", "config"}
+EXPECTED = {"demo", "convert", "data", "train", "eval", "generate", "chat", "serve", "export", "import", "ls", "config"}
 
 
 def test_subcommand_set_is_pinned():

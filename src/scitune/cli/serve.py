@@ -1,0 +1,42 @@
+"""`scitune serve`: an OpenAI-compatible API (and a chat page at /) for a checkpoint."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+
+from scitune.cli.common import parser
+from scitune.serve.config import ServeConfig
+
+
+def main(argv: list[str]) -> int:
+    p = parser(
+        "serve",
+        "Serve a checkpoint over HTTP: POST /v1/chat/completions (OpenAI schema, streaming), GET /v1/models,\n"
+        "GET /health, and a chat page at /. Binds 127.0.0.1 unless --host says otherwise.\n\n"
+        "  scitune serve --checkpoint runs/x/final --port 8000 --image_root figures/",
+    )
+    p.add_class_arguments(ServeConfig)
+    ns = p.parse_args(argv)
+    cfg = ServeConfig(**{f.name: ns[f.name] for f in fields(ServeConfig)})
+    if not cfg.checkpoint:
+        raise ValueError("--checkpoint is required (a scitune checkpoint folder)")
+    if cfg.api_key is None and os.environ.get("SCITUNE_API_KEY"):
+        cfg.api_key = os.environ["SCITUNE_API_KEY"]  # keeps the key out of the process list
+    try:
+        from scitune.serve.app import create_app, make_server
+    except ImportError as e:
+        raise ValueError(f"scitune serve needs the serve extras: pip install 'scitune[serve]' ({e})") from None
+    import torch
+
+    from scitune.model.checkpoint import load_model
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = load_model(cfg.checkpoint, device=cfg.device)
+    model.eval()
+    try:
+        make_server(create_app(model, cfg), cfg).run()
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then re-raises it
+        pass
+    return 0

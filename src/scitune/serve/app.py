@@ -1,0 +1,288 @@
+"""The HTTP side of `scitune serve`: OpenAI-compatible routes, errors in OpenAI's shape, the chat page.
+
+Generation happens in `scitune.serve.batcher`; request checks in `scitune.serve.prepare`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scitune.model.vlm import VisionLanguageModel
+from scitune.serve.batcher import Batcher, Delta, Failed, Finished, GenerationEngine, Job, timeout_error
+from scitune.serve.config import ServeConfig
+from scitune.serve.prepare import Prepared, RequestPreparer
+from scitune.serve.schema import (
+    ApiError,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ModelCard,
+    ModelList,
+    Usage,
+    completion_id,
+)
+
+log = logging.getLogger(__name__)
+
+STATIC = {  # the chat page: fixed files only, no directory serving
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/chat.js": ("chat.js", "text/javascript; charset=utf-8"),
+    "/static/chat.css": ("chat.css", "text/css; charset=utf-8"),
+}
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_PARAM_NOISE = {"str", "int", "float", "bool", "list", "dict", "function-after"}
+
+
+def served_name(cfg: ServeConfig) -> str:
+    """The model id clients use: ``--model_name`` or the checkpoint folder's name."""
+    return cfg.model_name or Path(cfg.checkpoint.rstrip("/")).name or "scitune"
+
+
+def _error(e: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
+def _param(loc: tuple) -> str | None:
+    # pydantic names union members in locations ("str", "list[...]"); keep only fields and indices
+    keep = [str(x) for x in loc if isinstance(x, int) or (x not in _PARAM_NOISE and "[" not in str(x))]
+    return ".".join(keep) or None
+
+
+def parse_request(body: bytes) -> ChatCompletionRequest:
+    """Validate a request body; malformed JSON, unknown fields and wrong types become 400s."""
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as e:
+        errs = e.errors(include_url=False)
+        first = errs[0]
+        if first["type"] == "json_invalid":
+            raise ApiError(400, f"malformed JSON body: {first['msg']}", "invalid_json") from None
+        param = _param(first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ApiError(400, f"unrecognized request argument supplied: {param}", "unknown_field", param) from None
+        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+        msg = f"{param or 'body'}: {first['msg']}{more}"
+        raise ApiError(400, msg, first["type"], param) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it passes ``limit`` bytes (announced or actual)."""
+    announced = request.headers.get("content-length", "")
+    too_big = ApiError(413, f"request body is larger than the limit of {limit} bytes", "request_too_large")
+    if announced.isdigit() and int(announced) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _JobStream(StreamingResponse):
+    """A streamed response whose job is cancelled however the response ends (done, error, disconnect)."""
+
+    def __init__(self, content: AsyncIterator[str], job: Job):
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _next_event(job: Job) -> Delta | Finished | Failed:
+    """The job's next event, or a timeout failure once its deadline passes."""
+    assert job.events is not None
+    try:
+        # a get() cut short by the timeout leaves its item in the queue, so no event is lost
+        return await asyncio.wait_for(job.events.get(), max(job.deadline - time.monotonic(), 0.0))
+    except asyncio.TimeoutError:
+        job.cancel()
+        return Failed(timeout_error())
+
+
+async def stream_events(prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[str]:
+    """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]`` (or an error event)."""
+    job = prep.job
+    head = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+    def chunk(index: int, delta: dict, finish: str | None = None) -> str:
+        return _sse({**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    for i in range(job.n):
+        yield chunk(i, {"role": "assistant", "content": ""})
+    finished, tokens = 0, 0
+    while finished < job.n:
+        ev = await _next_event(job)
+        if isinstance(ev, Failed):
+            yield _sse(ev.error.body())
+            return
+        if isinstance(ev, Delta):
+            yield chunk(ev.index, {"content": ev.text})
+        else:
+            finished += 1
+            tokens += ev.completion_tokens
+            yield chunk(ev.index, {}, ev.finish_reason)
+    if include_usage:
+        usage = Usage(
+            prompt_tokens=prep.prompt_tokens, completion_tokens=tokens, total_tokens=prep.prompt_tokens + tokens
+        )
+        yield _sse({**head, "choices": [], "usage": usage.model_dump()})
+    yield "data: [DONE]\n\n"
+
+
+async def complete(request: Request, prep: Prepared, model: str) -> Response:
+    """Wait for every choice of a non-streamed job (a client that leaves cancels it)."""
+    job = prep.job
+    done: dict[int, Finished] = {}
+    while len(done) < job.n:
+        waiter = asyncio.ensure_future(_next_event(job))
+        while not waiter.done():
+            await asyncio.wait([waiter], timeout=0.5)
+            if not waiter.done() and await request.is_disconnected():
+                waiter.cancel()
+                job.cancel()
+                return Response(status_code=499)  # nobody is listening
+        ev = waiter.result()
+        if isinstance(ev, Failed):
+            raise ev.error
+        if isinstance(ev, Finished):
+            done[ev.index] = ev
+    choices = [
+        Choice(index=i, message=AssistantMessage(content=f.text), finish_reason=f.finish_reason)
+        for i, f in sorted(done.items())
+    ]
+    n_out = sum(f.completion_tokens for f in done.values())
+    usage = Usage(prompt_tokens=prep.prompt_tokens, completion_tokens=n_out, total_tokens=prep.prompt_tokens + n_out)
+    return JSONResponse(ChatCompletion(model=model, choices=choices, usage=usage).model_dump())
+
+
+def create_app(model: VisionLanguageModel, cfg: ServeConfig) -> FastAPI:
+    """The FastAPI app serving ``model``; the batcher starts and stops with the app's lifespan.
+
+    Args:
+        model: a loaded `VisionLanguageModel` (with tokenizer and image processor).
+        cfg: server settings and limits.
+    """
+    name = served_name(cfg)
+    preparer = RequestPreparer(model, cfg, name)
+    batcher = Batcher(GenerationEngine(model, preparer.template_stops), cfg.max_batch_size, cfg.max_wait_ms)
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="scitune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher = batcher
+    app.state.model_name = name
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return _error(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return _error(ApiError(e.status_code, str(e.detail), None, type=kind))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return _error(ApiError(500, "internal server error", "server_error", type="server_error"))
+
+    def check_key(request: Request) -> None:
+        if not cfg.api_key:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), cfg.api_key.encode()):
+            raise ApiError(401, "Incorrect or missing API key (send 'Authorization: Bearer KEY').", "invalid_api_key")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": name, "batching": batcher.stats.as_dict()}
+
+    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    async def models() -> dict:
+        return ModelList(data=[ModelCard(id=name, created=created)]).model_dump()
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    async def chat_completions(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError(
+                415, f"Content-Type must be application/json, not {ctype or 'missing'!r}", "invalid_content_type"
+            )
+        req = parse_request(await read_body(request, cfg.max_body_bytes))
+        prep = await asyncio.to_thread(preparer.prepare, req)
+        batcher.submit(prep.job)
+        if req.stream:
+            usage = bool(req.stream_options and req.stream_options.include_usage)
+            return _JobStream(stream_events(prep, name, usage), prep.job)
+        return await complete(request, prep, name)
+
+    for route, (fname, mime) in STATIC.items():
+        body = resources.files("scitune.serve").joinpath("static", fname).read_bytes()
+        app.add_api_route(route, _static(body, mime), methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _static(body: bytes, mime: str):
+    async def page() -> Response:
+        return Response(body, media_type=mime, headers=PAGE_HEADERS)
+
+    return page
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(app: FastAPI, cfg: ServeConfig):
+    """A `uvicorn.Server` for ``app`` (warns when bound to anything but loopback)."""
+    import uvicorn
+
+    if not is_loopback(cfg.host):
+        log.warning(
+            "binding %s:%d: the model is reachable from the network%s",
+            cfg.host, cfg.port, "" if cfg.api_key else " and anyone can use it (no --api_key set)",
+        )  # fmt: skip
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+    return uvicorn.Server(config)
