@@ -16,7 +16,9 @@ def main(argv: list[str]) -> int:
         "convert",
         "Convert a source to training records.\n\n  scitune convert scicap --src figs/ --out "
         "scicap_CTOM.jsonl --variant CTOM\n  scitune convert scienceqa --src problems.json --out "
-        "train.json --split train --prompt_format QCM-LEA",
+        "train.json --split train --prompt_format QCM-LEA\n  scitune convert llava-json --src llava_instruct_150k.json "
+        "--out llava.jsonl\n  scitune convert sharegpt --src sharegpt.json --out chat.jsonl\n  scitune convert vistext "
+        "--src vistext/data --split test --level L2L3 --out vistext_test.jsonl",
     )
     sub = p.add_subcommands(dest="source")
     for name in CONVERTERS.names():

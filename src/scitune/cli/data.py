@@ -1,31 +1,199 @@
-"""`scitune data validate`: check every record of a data file against a model's tokenizer and context."""
+"""`scitune data ACTION`: validate, stats, export, scifig (synthetic figures) and ocr (Tesseract) for data files."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from scitune.cli.common import parser
+from jsonargparse import ArgumentParser
+
+from scitune.cli.common import fail, instantiate, parser, preset_argv
+
+DESCRIPTION = """Data tools.
+
+  scitune data validate --data train.jsonl --checkpoint runs/x/final
+  scitune data stats    --data train.jsonl --out stats/ [--tokenizer DIR | --checkpoint DIR]
+  scitune data export   --format sharegpt --data train.jsonl --out train_sharegpt.json
+  scitune data scifig   --n 2000 --out scifig/ --seed 0 --preview
+  scitune data ocr      --data scifig/scicap/test.jsonl --image_root scifig --out test_ocr.jsonl
+  scitune data cache-features --config scitune-llama-7b/align --data.train scicap_CTOM.jsonl --out cache/"""
 
 
-def main(argv: list[str]) -> int:
-    from scitune.data.dataset import validate_file
-    from scitune.data.templates import get_template
-    from scitune.data.tokenize import ImageSlots
-    from scitune.model.checkpoint import load_model
+def _print(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, indent=2, default=str))
 
-    p = parser("data", "Data tools.\n\n  scitune data validate --data train.jsonl --checkpoint runs/x/final")
-    sub = p.add_subcommands(dest="action")
+
+def _validate_parser() -> ArgumentParser:
     v = parser("data validate", "Report every bad record (file, line, id, problem); exit 1 if any.")
     v.add_argument("--data", required=True, help="JSONL or LLaVA .json list file")
     v.add_argument("--checkpoint", required=True, help="checkpoint whose tokenizer/encoder define the sample")
     v.add_argument("--image_root", default=None, help="folder for relative image paths (default: data's folder)")
     v.add_argument("--template", default=None, help="chat template (default: the checkpoint's)")
     v.add_argument("--max_length", type=int, default=2048, help="context length")
-    sub.add_subcommand("validate", v, help="validate a data file")
-    args = p.parse_args(argv).validate
+    return v
+
+
+def _validate(args: Any) -> int:
+    from scitune.data.dataset import validate_file
+    from scitune.data.templates import get_template
+    from scitune.data.tokenize import ImageSlots
+    from scitune.model.checkpoint import load_model
+
     model = load_model(args.checkpoint)
     slots = ImageSlots(model.identity.get("image_token", "<image>"), model.image_token_id, model.num_image_tokens)
     template = get_template(args.template or model.template)
     samples, report = validate_file(Path(args.data), model.tokenizer, template, slots, args.image_root, args.max_length)
     print(report.summary(limit=1000))
     return 0 if report.ok else 1
+
+
+def _stats_parser() -> ArgumentParser:
+    s = parser("data stats", "Counts, images, turns, missing fields and a sample-length histogram (PNG).")
+    s.add_argument("--data", required=True, help="JSONL or JSON-list data file")
+    s.add_argument("--out", required=True, help="folder for stats.json and length_histogram.png")
+    s.add_argument("--tokenizer", default=None, help="HF tokenizer folder: lengths in tokens (default: words)")
+    s.add_argument("--checkpoint", default=None, help="scitune checkpoint: exact training lengths in tokens")
+    s.add_argument("--image_root", default=None, help="folder for relative image paths (default: data's folder)")
+    return s
+
+
+def _stats(args: Any) -> int:
+    from scitune.data.stats import write_stats
+
+    _print(write_stats(args.data, args.out, args.tokenizer, args.checkpoint, args.image_root))
+    return 0
+
+
+def _export_parser() -> ArgumentParser:
+    e = parser("data export", "Write records in LLaVA's JSON layout or ShareGPT's (a .json out is a JSON list).")
+    e.add_argument("--format", required=True, choices=["llava-json", "sharegpt"], help="output layout")
+    e.add_argument("--data", required=True, help="records (canonical, LLaVA JSON or ShareGPT; JSONL or JSON list)")
+    e.add_argument("--out", required=True, help="output file: .json = JSON list, otherwise JSONL")
+    e.add_argument("--with_meta", action="store_true", help="keep each record's meta")
+    return e
+
+
+def _export(args: Any) -> int:
+    from scitune.data.converters.llava_json import export_file
+
+    _print(export_file(args.data, args.out, args.format, args.with_meta))
+    return 0
+
+
+def _scifig_parser() -> ArgumentParser:
+    f = parser("data scifig", "Render N synthetic scientific figures with ground truth (80/10/10 train/val/test).")
+    f.add_argument("--n", type=int, default=2000, help="figures in all: val and test get n // 10 each, train the rest")
+    f.add_argument("--out", required=True, help="output folder (SciCap-style records + ScienceQA-style problems)")
+    f.add_argument("--seed", type=int, default=0, help="base seed: the same seed gives the same files")
+    f.add_argument("--image_size", type=int, default=224, help="side of the square PNG images")
+    f.add_argument("--questions_per_figure", type=int, default=1, help="multiple-choice image questions per figure")
+    f.add_argument("--workers", type=int, default=2, help="rendering processes (the files do not depend on it)")
+    f.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a grid of each figure type")
+    f.add_argument("--preview_per_type", type=int, default=4, help="figures per type in the preview grid")
+    f.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return f
+
+
+def _scifig(args: Any) -> int:
+    from scitune.data.scifig import SciFigConfig, generate_scifig
+    from scitune.data.scifig_dataset import render_gallery, split_counts
+
+    counts = split_counts(args.n)
+    config = SciFigConfig(n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
+                          image_size=args.image_size, seed=args.seed, questions_per_figure=args.questions_per_figure)  # fmt: skip
+    manifest = generate_scifig(args.out, config, progress=not args.no_progress, workers=args.workers)
+    if args.preview:
+        path = Path(args.out) / "preview.png"
+        render_gallery(path, args.seed, args.preview_per_type, args.image_size, config.types)
+        manifest = {**manifest, "preview": str(path)}
+    _print(manifest)
+    return 0
+
+
+def _ocr_parser() -> ArgumentParser:
+    o = parser("data ocr", "Fill each record's OCR field with Tesseract; score it where the field held text.")
+    o.add_argument("--data", required=True, help="records with an 'image' path (SciCap-style or canonical)")
+    o.add_argument("--out", required=True, help="output file: .json = JSON list, otherwise JSONL")
+    o.add_argument("--image_root", default=None, help="folder for relative image paths (default: data's folder)")
+    o.add_argument("--field", default="ocr_text", help="record field to fill")
+    o.add_argument("--lang", default="eng", help="Tesseract language(s)")
+    o.add_argument("--psm", type=int, default=11, help="Tesseract page segmentation mode (11: sparse text)")
+    o.add_argument("--scale", type=float, default=2.0, help="upscale images by this factor before OCR")
+    o.add_argument("--workers", type=int, default=2, help="Tesseract processes at once")
+    o.add_argument("--limit", type=int, default=None, help="read the first N records only (a quick CER check)")
+    return o
+
+
+def _ocr(args: Any) -> int:
+    from scitune.data.converters.reading import read_record_source, write_record_file
+    from scitune.data.ocr import OCRConfig, OCRUnavailableError, fill_ocr
+
+    located = read_record_source(args.data)[: args.limit]
+    config = OCRConfig(lang=args.lang, psm=args.psm, scale=args.scale, workers=args.workers)
+    try:
+        records, report = fill_ocr(located, args.image_root or Path(args.data).parent, args.field, config)
+    except OCRUnavailableError as e:
+        return fail(str(e))
+    write_record_file(args.out, records)
+    _print({"out": args.out, **report})
+    return 0
+
+
+def _cache_parser() -> ArgumentParser:
+    from scitune.cli.common import run_parser
+
+    c = run_parser(
+        "data cache-features",
+        "Run the frozen vision encoder of a training config once per image of --data.train and store the "
+        "features (safetensors shards); train the align stage with --data.feature_cache OUT. Only the encoder "
+        "is loaded, never the LLM.",
+    )
+    c.add_argument("--out", required=True, help="cache folder")
+    c.add_argument("--batch_size", type=int, default=32, help="images per encoder batch")
+    c.add_argument("--device", default="cuda" if _cuda() else "cpu", help="where the encoder runs")
+    c.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return c
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cache(args: Any) -> int:
+    from scitune.train.feature_cache import build_feature_cache, build_vision_side
+
+    if not args.data.train:
+        return fail("--data.train is required: the records whose images to encode")
+    vision = build_vision_side(args.model, args.device)
+    _print(
+        build_feature_cache(
+            None, args.data.train, args.out, args.data.image_root, args.batch_size, not args.no_progress, vision=vision
+        )  # fmt: skip
+    )
+    return 0
+
+
+ACTIONS: dict[str, tuple[Callable[[], ArgumentParser], Callable[[Any], int], str]] = {
+    "validate": (_validate_parser, _validate, "validate a data file against a checkpoint"),
+    "stats": (_stats_parser, _stats, "counts, images, turns, missing fields, length histogram"),
+    "export": (_export_parser, _export, "export records as LLaVA JSON or ShareGPT"),
+    "scifig": (_scifig_parser, _scifig, "render the synthetic SciFig dataset (and a preview grid)"),
+    "ocr": (_ocr_parser, _ocr, "fill the OCR field with Tesseract and report the character error rate"),
+    "cache-features": (_cache_parser, _cache, "store the frozen vision encoder's features for the align stage"),
+}
+
+
+def main(argv: list[str]) -> int:
+    p = parser("data", DESCRIPTION)
+    sub = p.add_subcommands(dest="action")
+    built = {name: build() for name, (build, _, _) in ACTIONS.items()}
+    for name, (_, _, help_) in ACTIONS.items():
+        sub.add_subcommand(name, built[name], help=help_)
+    ns = p.parse_args(preset_argv(argv))
+    if ns.action == "cache-features":  # dataclass sections become config objects
+        return _cache(instantiate(built[ns.action], ns[ns.action]))
+    return ACTIONS[ns.action][1](ns[ns.action])

@@ -1,22 +1,18 @@
 """SciFig: a synthetic scientific-figure dataset with exact ground truth (type, caption, OCR text, mentions, QA).
 
-`scifig_render` samples and draws each figure; this module writes its texts and questions and the on-disk layout.
+`scifig_render` samples and draws each figure; this module writes its texts and questions; `scifig_dataset` writes
+the on-disk layout (in parallel) and the preview gallery.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import zlib
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
-
-from scitune.io import DataError, atomic_path, read_json, write_json, write_jsonl
 
 FIGURE_TYPES: tuple[str, ...] = ("Graph Plot", "Scatterplot", "Node Diagram", "Equation", "Bar Chart")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -428,17 +424,9 @@ def make_questions(figure: SciFigFigure, n: int = 1) -> dict[str, dict[str, Any]
     return out
 
 
-def _link(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` at ``dst`` atomically (a copy where links are not supported)."""
-    with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-
-
-def generate_scifig(out_dir: str | os.PathLike[str], config: SciFigConfig | None = None, progress: bool = True) -> dict:
+def generate_scifig(
+    out_dir: str | os.PathLike[str], config: SciFigConfig | None = None, progress: bool = True, workers: int = 1
+) -> dict:
     """Render the dataset under ``out_dir`` and return its manifest; do nothing if a manifest with this config exists.
 
     Layout: ``images/<id>.png``; ``scicap/<split>.jsonl`` (SciCap-style records); ``scienceqa/problems.json``,
@@ -450,46 +438,9 @@ def generate_scifig(out_dir: str | os.PathLike[str], config: SciFigConfig | None
         out_dir: output folder (created if needed).
         config: what to generate; default `SciFigConfig()`.
         progress: show a tqdm progress bar.
+        workers: rendering processes; the files are the same for any number (each figure depends on its
+            (seed, split, index) alone).
     """
-    out, config = Path(out_dir), config or SciFigConfig()
-    wanted = {**asdict(config), "types": list(config.types)}
-    manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        try:
-            old = read_json(manifest_path)
-        except DataError:
-            old = None
-        if isinstance(old, dict) and old.get("config") == wanted and old.get("format_version") == FORMAT_VERSION:
-            return old
-        manifest_path.unlink()  # files are about to change: never leave a manifest that describes other files
-    counts = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
-    problems: dict[str, dict[str, Any]] = {}
-    pid_splits: dict[str, list[str]] = {s: [] for s in SPLITS}
-    type_counts = {s: dict.fromkeys(config.types, 0) for s in SPLITS}
-    with tqdm(total=sum(counts.values()), desc="SciFig", unit="fig", disable=not progress) as bar:
-        for split in SPLITS:
-            records = []
-            for i in range(counts[split]):
-                fig = make_figure(config.seed, i, split, config.types[i % len(config.types)], config.image_size)
-                png = out / "images" / f"{fig.id}.png"
-                with atomic_path(png) as tmp:
-                    fig.image.save(tmp, format="PNG")
-                records.append(fig.to_record())
-                type_counts[split][fig.figure_type] += 1
-                for pid, prob in make_questions(fig, config.questions_per_figure).items():
-                    if prob["image"]:
-                        _link(png, out / "scienceqa" / "images" / pid / "image.png")
-                    problems[pid] = prob
-                    pid_splits[split].append(pid)
-                bar.update(1)
-            write_jsonl(out / "scicap" / f"{split}.jsonl", records)
-    write_json(out / "scienceqa" / "problems.json", problems, indent=None)
-    write_json(out / "scienceqa" / "pid_splits.json", pid_splits)
-    contexts = {"image": 0, "text": 0, "none": 0}
-    for p in problems.values():
-        contexts["image" if p["image"] else ("text" if p["hint"] else "none")] += 1
-    manifest = {"name": "scifig", "format_version": FORMAT_VERSION, "config": wanted, "counts": counts,
-                "type_counts": type_counts, "problems": {s: len(v) for s, v in pid_splits.items()},
-                "problem_contexts": contexts}  # fmt: skip
-    write_json(manifest_path, manifest)
-    return manifest
+    from scitune.data.scifig_dataset import write_scifig
+
+    return write_scifig(out_dir, config or SciFigConfig(), progress, workers)

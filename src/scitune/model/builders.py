@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from scitune.config.schema import ModelConfig
+from scitune.config.schema import ModelConfig, VisionConfig
 from scitune.model.adapters import AdapterSet
 from scitune.model.llm import DTYPES, fit_vocab, load_llm, load_tokenizer, prepare_tokenizer
 from scitune.model.projector import build_projector
@@ -71,6 +71,16 @@ def assemble(
     return model
 
 
+def vision_identity(cfg: VisionConfig) -> dict[str, Any]:
+    """What names a vision encoder in a checkpoint's identity (and in a feature cache's)."""
+    return {
+        "name": cfg.name,
+        "path": _abs_if_local(cfg.path),
+        "feature_layer": cfg.feature_layer,
+        "select": cfg.select,
+    }
+
+
 def build_model(cfg: ModelConfig, template: str = "scitune", quantize: str = "none") -> VisionLanguageModel:
     """Build a model from a `ModelConfig`: weights through ``from_pretrained`` (hub id or folder).
 
@@ -87,12 +97,7 @@ def build_model(cfg: ModelConfig, template: str = "scitune", quantize: str = "no
     tokenizer = load_tokenizer(cfg.llm.tokenizer or cfg.llm.path, cfg.image_token)
     llm = load_llm(cfg.llm.path, cfg.llm.dtype, cfg.llm.attn_implementation, quantize)
     identity = {
-        "vision": {
-            "name": cfg.vision.name,
-            "path": _abs_if_local(cfg.vision.path),
-            "feature_layer": cfg.vision.feature_layer,
-            "select": cfg.vision.select,
-        },
+        "vision": vision_identity(cfg.vision),
         "llm": {"path": _abs_if_local(cfg.llm.path), "dtype": cfg.llm.dtype, "attn": cfg.llm.attn_implementation},
         "template": template,
     }

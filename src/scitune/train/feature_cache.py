@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from scitune.config.schema import ModelConfig
 from scitune.data.conversation import record_images
 from scitune.data.dataset import load_image, scan_file
 from scitune.data.feature_store import FeatureStoreWriter, encoder_identity, image_key
@@ -16,35 +17,53 @@ from scitune.model.vlm import VisionLanguageModel
 
 def model_feature_identity(model: VisionLanguageModel) -> dict[str, Any]:
     """The cache identity of ``model``'s vision side."""
-    return encoder_identity(
-        model.identity.get("vision", {}),
-        model.image_processor.to_dict(),
-        model.vision.num_tokens,
-        model.vision.hidden_size,
-    )
+    return vision_feature_identity(model.vision, model.image_processor, model.identity.get("vision", {}))
+
+
+def vision_feature_identity(vision: Any, image_processor: Any, identity: dict[str, Any]) -> dict[str, Any]:
+    """The cache identity of a vision encoder, its image processor and its checkpoint identity."""
+    return encoder_identity(identity, image_processor.to_dict(), vision.num_tokens, vision.hidden_size)
 
 
 @torch.no_grad()
 def build_feature_cache(
-    model: VisionLanguageModel,
+    model: VisionLanguageModel | None,
     data: str | os.PathLike[str],
     out: str | os.PathLike[str],
     image_root: str | os.PathLike[str] | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    vision: tuple[Any, Any, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run the (frozen) vision encoder once per distinct image of ``data`` and store its features."""
+    """Run the (frozen) vision encoder once per distinct image of ``data`` and store its features.
+
+    Give a whole ``model``, or ``model=None`` and ``vision=(encoder, image_processor, identity)`` (what
+    `build_vision_side` returns: no LLM is loaded).
+    """
     from tqdm.auto import tqdm
 
+    encoder, processor, identity = vision or (model.vision, model.image_processor, model.identity.get("vision", {}))
+    device = next(encoder.parameters()).device
     root = Path(image_root) if image_root else Path(data).parent
     records, _ = scan_file(data)
     paths = sorted({str(root / p) for _, rec in records for p in record_images(rec)})
-    writer = FeatureStoreWriter(out, model_feature_identity(model))
-    model.eval()
+    writer = FeatureStoreWriter(out, vision_feature_identity(encoder, processor, identity))
+    encoder.eval()
     for i in tqdm(range(0, len(paths), batch_size), desc="features", disable=not progress):
         chunk = paths[i : i + batch_size]
-        pix = model.image_processor(images=[load_image(Path(p)) for p in chunk], return_tensors="pt")["pixel_values"]
-        feats = model.vision(pix.to(model.device))  # (b, N, D)
+        pix = processor(images=[load_image(Path(p)) for p in chunk], return_tensors="pt")["pixel_values"]
+        feats = encoder(pix.to(device))  # (b, N, D)
         for p, f in zip(chunk, feats):
             writer.add(image_key(p), f)
     return writer.close()
+
+
+def build_vision_side(cfg: ModelConfig, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+    """``(encoder, image_processor, identity)`` of a model config, without loading its LLM."""
+    from scitune.model.builders import vision_identity
+    from scitune.model.llm import DTYPES
+    from scitune.model.vision import load_vision_encoder
+
+    v = cfg.vision
+    encoder, processor = load_vision_encoder(v.name, v.path, v.feature_layer, v.select, DTYPES[cfg.llm.dtype])
+    return encoder.to(device), processor, vision_identity(v)

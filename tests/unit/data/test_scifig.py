@@ -194,3 +194,121 @@ def test_types_are_visually_distinct_at_32px():
     centroids = np.stack([x_train[y_train == k].mean(0) for k in range(len(FIGURE_TYPES))])
     pred = ((x_test[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
     assert (pred == y_test).mean() >= 0.8
+
+
+def _degrees(meta: dict) -> Counter:
+    return Counter(x for edge in meta["edges"] for x in edge)
+
+
+def _expected_answer(fig: scifig.SciFigFigure, pid: str, p: dict) -> str:
+    """The answer recomputed from the data that drew the figure (``fig.meta``); unknown questions fail."""
+    m, q = fig.meta, p["question"]
+    if q == "Which type of figure is shown?" or q.startswith("Which type of figure is best for"):
+        return fig.figure_type
+    if pid.endswith("-txt"):  # the data is in the hint: check the hint names every item, then recompute
+        if fig.figure_type == "Node Diagram":
+            assert all(f"from {a} to {b}" in p["hint"] for a, b in m["edges"])
+            return _degrees(m).most_common(1)[0][0]
+        if fig.figure_type == "Equation":
+            k = int(re.search(r"equation \((\d)\)", q).group(1))
+            return m["equations"][k - 1]["lhs"]
+        values = {"Graph Plot": lambda: [se["y"][-1] for se in m["series"]],
+                  "Scatterplot": lambda: [float(np.mean(g["y"])) for g in m["groups"]],
+                  "Bar Chart": lambda: m["heights"]}[fig.figure_type]()  # fmt: skip
+        assert all(name in p["hint"] for name in m["names"])
+        return m["names"][int(np.argmax(values))]
+    if q.startswith("Which trend does"):
+        se = m["series"][0] if len(m["series"]) == 1 else next(s for s in m["series"] if s["name"] in q)
+        lo, hi = m["y_lim"]
+        y = (np.asarray(se["y"]) - lo) / (hi - lo)  # as a fraction of the y axis
+        if y[-1] > y[0] + 0.2 and y.max() < y[-1] + 0.1:
+            return "increasing"
+        if y[-1] < y[0] - 0.2 and y.max() < y[0] + 0.1:
+            return "decreasing"
+        assert y.max() > max(y[0], y[-1]) + 0.2  # a clear peak between the ends
+        return "rises then falls"
+    if q == "How many curves are plotted?":
+        return str(len(m["series"]))
+    if q.startswith("What color is the curve labelled"):
+        return next(s["color"] for s in m["series"] if q.endswith(f"labelled {s['name']}?"))
+    if q == "Which kind of correlation do the plotted points show?":
+        rs = [np.corrcoef(g["x"], g["y"])[0, 1] for g in m["groups"]]
+        kind = "positive" if min(rs) > 0.7 else ("negative" if max(rs) < -0.7 else "no clear")
+        assert kind != "no clear" or max(map(abs, rs)) < 0.2
+        return f"{kind} correlation"
+    if q.startswith("What color are the points labelled"):
+        return next(g["color"] for g in m["groups"] if q.endswith(f"labelled {g['name']}?"))
+    if q == "How many groups of points does the legend list?":
+        return str(len(m["groups"]))
+    if q in ("Which bar is the tallest?", "Which bar is the shortest?"):
+        pick = np.argmax if "tallest" in q else np.argmin
+        assert sorted(m["heights"]).count(pick(m["heights"]) and m["heights"][pick(m["heights"])]) <= 1
+        return m["names"][int(pick(m["heights"]))]
+    if q == "How many bars are shown?":
+        return str(len(m["heights"]))
+    if q == "What color are the bars?":
+        assert len(set(m["colors"])) == 1
+        return m["colors"][0]
+    if q.startswith("What color is the bar for"):
+        return next(c for n, c in zip(m["names"], m["colors"]) if q.endswith(f"bar for {n}?"))
+    if q == "How many nodes are in the diagram?":
+        return str(len(m["nodes"]))
+    if q == "Which node has the most connections?":
+        (hub, top), (_, second) = _degrees(m).most_common(2)
+        assert top > second
+        return hub
+    if q.startswith("Which node does the arrow from"):
+        a = re.search(r"arrow from (.+) point to\?", q).group(1)
+        targets = [b for a2, b in m["edges"] if a2 == a]
+        assert len(targets) == 1
+        return targets[0]
+    if q == "How many numbered equations are shown?":
+        return str(len(m["equations"]))
+    eqs = m["equations"]
+    k = int(re.search(r"equation \((\d)\)", q).group(1)) - 1 if "equation (" in q else 0
+    if q.startswith("Which quantity is on the left-hand side"):
+        assert eqs[k]["text"].startswith(eqs[k]["lhs"] + " =")  # the drawn text shows it
+        return eqs[k]["lhs"]
+    if q.startswith("Which function appears in"):
+        return eqs[k]["function"]
+    raise AssertionError(f"no check for question {q!r}: add one")
+
+
+def test_every_mcq_answer_matches_the_data_that_drew_the_figure():
+    """All question kinds, over 35 figures of every type: the keyed answer is the one the figure's data gives."""
+    seen = Counter()
+    for index in range(35):  # 35 = lcm(5 types, 7 context cycle): every type meets every context kind
+        fig = make_figure(7, index, "test")
+        for pid, p in make_questions(fig, 10).items():
+            answer = p["choices"][p["answer"]]
+            assert answer == _expected_answer(fig, pid, p), (pid, p["question"])
+            assert p["choices"].count(answer) == 1
+            seen[re.sub(r"labelled .+|for .+|from .+|\(\d\)", "X", p["question"])] += 1
+    assert len(seen) >= 20  # every kind of question was met
+
+
+def test_files_do_not_depend_on_worker_count(tmp_path):
+    config = SciFigConfig(n_train=6, n_val=3, n_test=2, image_size=32, seed=9, questions_per_figure=2)
+    one, two = tmp_path / "one", tmp_path / "two"
+    generate_scifig(one, config, progress=False, workers=1)
+    generate_scifig(two, config, progress=False, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file()) and len(files) > 30
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+
+
+def test_split_counts_and_gallery(tmp_path):
+    from PIL import Image
+
+    from scitune.data.scifig_dataset import render_gallery, split_counts
+
+    assert split_counts(2000) == {"train": 1600, "val": 200, "test": 200}
+    assert split_counts(9) == {"train": 9, "val": 0, "test": 0} and sum(split_counts(57).values()) == 57
+    with pytest.raises(ValueError):
+        split_counts(-1)
+    path = render_gallery(tmp_path / "g.png", seed=0, per_type=2, image_size=40)
+    with Image.open(path) as im:
+        assert im.size == (150 + 2 * 48 + 8, 5 * 48 + 8)
+        # the first cell of the Bar Chart row is train figure 4 of seed 0, unscaled
+        cell = np.asarray(im.convert("RGB"))[8 + 4 * 48 : 8 + 4 * 48 + 40, 158:198]
+    assert np.array_equal(cell, np.asarray(make_figure(0, 4, "train", "Bar Chart", 40).image))

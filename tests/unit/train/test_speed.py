@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +147,34 @@ def test_cache_of_another_encoder_is_refused_and_corrupt_shards_are_named(tmp_pa
     with pytest.raises(DataError, match="cannot read cached features"):
         FeatureStore(tmp_path / "cache", model_feature_identity(model)).get(key)
     assert json.loads((tmp_path / "cache" / "cache.json").read_text())["images"] == 4
+
+
+def test_cache_features_command_builds_a_cache_the_training_model_accepts(tmp_path, tiny_base, color_data, capsys):
+    """`scitune data cache-features` loads only the encoder; its cache matches the full model's features."""
+    from scitune.cli.data import main
+    from scitune.config.schema import LlmConfig, ModelConfig, ProjectorConfig, VisionConfig
+    from scitune.data.dataset import load_image
+    from scitune.data.feature_store import FeatureStore, image_key
+    from scitune.model.builders import build_model
+    from scitune.train.feature_cache import model_feature_identity
+
+    argv = ["cache-features", "--config", "tiny/align", "--model.vision.path", tiny_base["vision"],
+            "--model.llm.path", tiny_base["llm"], "--data.train", str(color_data), "--out", str(tmp_path / "c"),
+            "--no_progress", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 4
+    model = build_model(
+        ModelConfig(
+            vision=VisionConfig(name="clip", path=tiny_base["vision"]),
+            projector=ProjectorConfig("mlp2x-gelu"),
+            llm=LlmConfig(path=tiny_base["llm"]),
+        )
+    )
+    store = FeatureStore(tmp_path / "c", model_feature_identity(model))  # accepted: same encoder identity
+    first = json.loads(Path(color_data).read_text().splitlines()[0])["image"]
+    path = Path(color_data).parent / first
+    pix = model.image_processor(images=[load_image(path)], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        want = model.vision(pix)[0]
+    assert torch.allclose(store.get(image_key(str(path))), want, atol=1e-6)
+    assert main(argv[:7] + ["--out", str(tmp_path / "d")]) == 2  # no --data.train: a clear error

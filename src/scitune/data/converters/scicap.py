@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from scitune.data.converters.base import CONVERTERS
-from scitune.io import DataError, read_json, read_records, write_jsonl, write_text
+from scitune.data.converters.reading import read_json_source, read_record_source
+from scitune.io import DataError, write_jsonl, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -247,13 +248,13 @@ def load_scicap(src: str | os.PathLike[str], fields: dict[str, str] | None = Non
         files = sorted(p for p in src.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
         if not files:
             raise DataError(f"{src}: folder holds no .json figure files")
-        return [(str(p), normalize_figure(read_json(p), str(p), fields, default_id=p.stem)) for p in files]
+        return [(str(p), normalize_figure(read_json_source(p), str(p), fields, default_id=p.stem)) for p in files]
     if src.suffix == ".json":
-        data = read_json(src)
+        data = read_json_source(src)
         if is_challenge_layout(data):
             mapping = {**CHALLENGE_FIELDS, **fields}
             return [(w, normalize_figure(r, w, mapping)) for w, r in challenge_records(data, str(src))]
-    located = read_records(src)
+    located = read_record_source(src)
     return [(where, normalize_figure(raw, where, fields, default_id=i)) for i, (where, raw) in enumerate(located)]
 
 

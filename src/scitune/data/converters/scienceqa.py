@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scitune.data.converters.base import CONVERTERS
-from scitune.io import DataError, read_json, write_jsonl, write_text
+from scitune.data.converters.reading import read_json_source
+from scitune.io import DataError, write_jsonl, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -310,10 +311,10 @@ def load_scienceqa(
     """
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
-    problems = read_json(problems_path)
+    problems = read_json_source(problems_path)
     if not isinstance(problems, dict):
         raise DataError(f"{problems_path}: expected a JSON object pid -> problem, got {type(problems).__name__}")
-    splits = read_json(pid_splits_path)
+    splits = read_json_source(pid_splits_path)
     if not isinstance(splits, dict):
         raise DataError(f"{pid_splits_path}: expected a JSON object split -> pids, got {type(splits).__name__}")
     if split not in splits:
@@ -351,6 +352,14 @@ def _resolve_paths(src: str | os.PathLike[str], pid_splits: str | os.PathLike[st
     return problems_path, splits_path
 
 
+def check_images(records: list[dict[str, Any]], image_root: str | os.PathLike[str], source: str) -> None:
+    """Raise `DataError` naming the problem file, pid and path of the first record whose image is missing."""
+    for record in records:
+        if "image" in record and not (Path(image_root) / record["image"]).is_file():
+            path = Path(image_root) / record["image"]
+            raise DataError(f"{source}: problem {record['id']!r}: image {path} not found (--image_root {image_root})")
+
+
 @CONVERTERS.register("scienceqa")
 class ScienceQAConverter:
     """``scitune convert scienceqa``: ScienceQA problems -> LLaVA-format training or evaluation records."""
@@ -365,6 +374,7 @@ class ScienceQAConverter:
         missing: str = "error",
         with_meta: bool = False,
         use_caption: bool = False,
+        image_root: str | None = None,
     ) -> dict[str, Any]:
         """Convert one split and write it atomically.
 
@@ -379,6 +389,7 @@ class ScienceQAConverter:
                 skips them and reports them in the summary.
             with_meta: Add a ``meta`` dict to each record (off for LLaVA's exact output).
             use_caption: Append each problem's ``caption`` to the context.
+            image_root: When given, every problem with an image must have it at ``image_root/<pid>/<image>``.
 
         Returns:
             Summary: output path, split, format, record counts, and the missing pids (count and first 10).
@@ -394,6 +405,8 @@ class ScienceQAConverter:
             use_caption=use_caption,
             source=str(problems_path),
         )
+        if image_root is not None:
+            check_images(records, image_root, str(problems_path))
         if str(out).endswith(".json"):
             # json.dump(..., indent=2) with default ASCII escaping and no trailing newline, as LLaVA writes it.
             write_text(out, json.dumps(records, indent=2))
