@@ -129,13 +129,3 @@ def test_convert_align_finetune_generate_eval(tmp_path, tiny_base, scifig):
     results = tmp_path / "results.json"
     results.write_text(json.dumps(scores))
     assert results.is_file()
-
-
-def test_demo_command_runs_and_resumes(tmp_path):
-    out = tmp_path / "demo"
-    first = cli("demo", "--out", str(out), "--demo.progress", "false")
-    assert "[done] 6-evaluate" in first.stdout
-    report = (out / "report.md").read_text()
-    assert "4-align" in report and "5-finetune" in report
-    second = cli("demo", "--out", str(out), "--demo.progress", "false")
-    assert second.stdout.count("[skip]") == 6

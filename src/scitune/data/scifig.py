@@ -16,7 +16,7 @@ from PIL import Image
 
 FIGURE_TYPES: tuple[str, ...] = ("Graph Plot", "Scatterplot", "Node Diagram", "Equation", "Bar Chart")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _TXT_EVERY, _TXT_AT, _NO_AT = 7, 3, 6  # figure i also gets a text-context question if i % 7 == 3, no-context if 6
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _TREND_VERB = {"increasing": "increases", "decreasing": "decreases", "rises then falls": "rises then falls"}
@@ -238,6 +238,10 @@ def make_figure(
                         paragraphs=[" ".join([lead, *mentions])])  # fmt: skip
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 class _Questions(list):
     """Question candidates (correct answer first, distractors drawn from a pool) for one figure."""
 
@@ -246,6 +250,8 @@ class _Questions(list):
         self.rng, self.category = rng, category
 
     def add(self, question: str, correct: str, pool: Any, solution: str, skill: str, category: str = "") -> None:
+        if not solution.rstrip(".").endswith(correct):  # every solution ends by naming the answer, as ScienceQA's
+            solution = f"{solution} So, the answer is {correct}."
         others = [p for p in pool if p != correct]
         k = min(4 if len(pool) == 5 else 3, len(others))  # at most 5 choices, as ScienceQA
         wrong = [others[int(i)] for i in self.rng.permutation(len(others))[:k]]
@@ -276,9 +282,13 @@ def _image_questions(s: dict[str, Any], rng: np.random.Generator) -> _Questions:
         path = f"rises to about {top} and then falls to about {y1}" if se["trend"] == v.TRENDS[2] else f"ends at {y1}"
         sol = f"Follow {which} ({se['color']}) from left to right: it starts near {y0} and {path}."
         qs.add(f"Which trend does {which} show?", se["trend"], v.TRENDS, sol, "Read a line graph")
-        qs.count("How many curves are plotted?", len(s["series"]), f"The plot area shows {len(s['series'])} lines.")
+        qs.count(
+            "How many curves are plotted?",
+            len(s["series"]),
+            f"The plot area shows {len(s['series'])} {_plural('line', len(s['series']))}.",
+        )
         if s["legend"]:
-            sol = f"The legend shows a {se['color']} line next to {se['name']}."
+            sol = f"The legend shows {_article(se['color'])} {se['color']} line next to {se['name']}."
             qs.add(f"What color is the curve labelled {se['name']}?", se["color"], v.COLOR_NAMES, sol, "Read a legend")
     elif t == "Scatterplot":
         corr, way = s["correlation"], {"positive": "go up", "negative": "go down"}.get(s["correlation"])

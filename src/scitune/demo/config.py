@@ -1,0 +1,121 @@
+"""What `scitune demo` runs: the user's options (`DemoConfig`) and the named sizes (`SIZES`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from scitune.pretrain.clip import ClipPretrainConfig
+from scitune.pretrain.lm import LmPretrainConfig
+
+
+@dataclass
+class DemoConfig:
+    """The demo run."""
+
+    out: str = "demo_out"
+    """Output folder (a rerun with the same folder skips the steps already done there)."""
+    size: Literal["test", "micro", "small"] = "micro"
+    """micro: the real demo (a few minutes on 2 CPU cores); small: more data and steps; test: seconds, a smoke run."""
+    ablation: bool = False
+    """Also run stage 1 with variant C (caption only) through stage 2 and report it beside CTOM (Table 3)."""
+    ocr: Literal["auto", "tesseract", "truth"] = "auto"
+    """auto: when Tesseract is installed, measure it on 20 test figures against SciFig's OCR truth and train on the
+    truth; tesseract: OCR every figure and train on Tesseract's text (slow: ~0.4 s a figure); truth: no OCR."""
+    seed: int = 0
+    """Seed of the data and the models."""
+    threads: int = 0
+    """Torch CPU threads (0 = torch's default). On a busy machine 1 is often fastest for these tiny models."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclass
+class StageSize:
+    """One training stage of the demo."""
+
+    epochs: float = 1.0
+    """Passes over the stage's data."""
+    batch: int = 16
+    """Global batch size (one micro batch)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    max_steps: int = -1
+    """Stop after this many steps (-1 = all epochs)."""
+
+
+@dataclass
+class DemoSize:
+    """How big each part of the demo is."""
+
+    n_train: int = 1000
+    """SciFig train figures."""
+    n_val: int = 100
+    """SciFig val figures (not trained on; the CLIP's held-out retrieval is measured on them)."""
+    n_test: int = 200
+    """SciFig test figures (figure type, captions, MCQs)."""
+    questions_per_figure: int = 2
+    """Image MCQs per figure (of distinct kinds)."""
+    image_size: int = 64
+    """SciFig image side in pixels."""
+    vocab_size: int = 1536
+    """BPE vocabulary size."""
+    clip: ClipPretrainConfig = field(default_factory=ClipPretrainConfig)
+    lm: LmPretrainConfig = field(default_factory=LmPretrainConfig)
+    feature_layer: int = -1
+    """Vision hidden layer fed to the connector."""
+    select: str = "cls_patch"
+    """patch | cls_patch."""
+    projector: str = "mlp2x-gelu"
+    """Connector registry key."""
+    align: StageSize = field(default_factory=lambda: StageSize(epochs=1.0, batch=16, lr=2e-3))
+    finetune: StageSize = field(default_factory=lambda: StageSize(epochs=2.0, batch=16, lr=1e-3))
+    prompt_format: str = "QCM-EA"
+    """ScienceQA prompt format of stage 2 (and the input half of the test prompt). EA: the solution, which ends by
+    naming the answer, then ``The answer is X.``"""
+    finetune_vision: bool = True
+    """Stage 2 also trains the vision encoder (``--model.vision.trainable``): the micro CLIP only learned captions."""
+    caption_tokens: int = 48
+    """Tokens generated per figure description (type + first caption sentence)."""
+    answer_tokens: int = 48
+    """Tokens generated per MCQ answer (solution and letter)."""
+    examples: int = 6
+    """Example figures shown in the report."""
+
+
+SIZES: dict[str, DemoSize] = {
+    "micro": DemoSize(),
+    "small": DemoSize(
+        n_train=2000,
+        n_val=200,
+        n_test=400,
+        questions_per_figure=3,
+        clip=ClipPretrainConfig(epochs=20.0, vision_hidden=128, vision_layers=4),
+        lm=LmPretrainConfig(epochs=6.0, layers=4, hidden=192, heads=6),
+        align=StageSize(epochs=2.0, batch=16, lr=2e-3),
+        finetune=StageSize(epochs=3.0, batch=16, lr=1e-3),
+    ),
+    "test": DemoSize(
+        n_train=20,
+        n_val=5,
+        n_test=10,
+        questions_per_figure=1,
+        vocab_size=512,
+        clip=ClipPretrainConfig(
+            epochs=1.0,
+            batch_size=10,
+            vision_hidden=32,
+            vision_layers=1,
+            text_hidden=32,
+            text_layers=1,
+            projection_dim=32,
+        ),  # fmt: skip
+        lm=LmPretrainConfig(epochs=1.0, hidden=32, layers=1, heads=2, block_size=64, batch_size=8),
+        align=StageSize(epochs=1.0, batch=8, lr=1e-2, max_steps=3),
+        finetune=StageSize(epochs=1.0, batch=8, lr=1e-2, max_steps=3),
+        caption_tokens=8,
+        answer_tokens=6,
+        examples=2,
+    ),
+}
+"""Named sizes; the micro CLIP and LM defaults are those of `ClipPretrainConfig` and `LmPretrainConfig`."""

@@ -1,0 +1,247 @@
+"""The demo's ``report.md``: tables of every step and result, loss curves, per-type and per-kind plots, examples."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scitune.demo.evaluate import PROTOCOLS
+from scitune.eval.figure_type import FIGURE_TYPES, plot_confusion
+from scitune.io import atomic_path, read_json, write_text
+
+if TYPE_CHECKING:
+    from scitune.demo.runner import Demo
+
+GROUP_COLUMNS = ("Avg", "NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
+
+
+def _figure(w: float, h: float) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _smooth(xs: list[float], k: int = 5) -> list[float]:
+    return [sum(xs[max(0, i - k + 1) : i + 1]) / len(xs[max(0, i - k + 1) : i + 1]) for i in range(len(xs))]
+
+
+def plot_losses(records: dict[str, Any], path: Path) -> None:
+    """One panel per trained model: the loss per step (light) and its 5-step running mean."""
+    runs = [(name, r["summary"]["losses"]) for name, r in records.items() if r["summary"].get("losses")]
+    if not runs:
+        return
+    fig, sub = _figure(3.0 * len(runs), 2.6)
+    axes = sub(1, len(runs), squeeze=False)[0]
+    for ax, (name, losses) in zip(axes, runs):
+        ax.plot(range(1, len(losses) + 1), losses, color="#9ecae1", lw=0.8)
+        ax.plot(range(1, len(losses) + 1), _smooth(losses), color="#08519c", lw=1.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("loss", fontsize=8)
+    _save(fig, path)
+
+
+def plot_types(results: dict[str, Any], variants: tuple[str, ...], path: Path) -> None:
+    """Per-type figure-type accuracy: the stage-1 model(s) beside the CLIP zero-shot baseline (best prompt)."""
+    import numpy as np
+
+    zs_prompt, zs = max(results["zero_shot"].items(), key=lambda kv: kv[1]["acc"])
+    bars = [(f"scitune stage 1 ({v})", results[v]["stage1"]["figure_type"]) for v in variants]
+    bars.append((f"CLIP zero-shot '{zs_prompt}'", zs))
+    fig, sub = _figure(7.0, 3.0)
+    ax = sub()
+    x, w = np.arange(len(FIGURE_TYPES)), 0.8 / len(bars)
+    for k, (label, sc) in enumerate(bars):
+        ax.bar(x + k * w, [sc["per_type"][t]["acc"] or 0 for t in FIGURE_TYPES], w, label=f"{label}: {sc['acc']:.1f}%")
+    ax.set_xticks(x + w * (len(bars) - 1) / 2, FIGURE_TYPES, fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
+def plot_kinds(mcq: dict[str, Any], path: Path) -> None:
+    """Accuracy per question kind (choice protocol) with the figure, with a blank image (blind), and chance."""
+    import numpy as np
+
+    kinds = [k for k, v in mcq["kinds"].items() if v["needs_image"]]
+    if not kinds:
+        return
+    per = mcq["choice"]["per_kind"]
+    fig, sub = _figure(7.0, 0.35 * len(kinds) + 1.2)
+    ax = sub()
+    y = np.arange(len(kinds))
+    for k, (key, color) in enumerate((("image", "#2171b5"), ("blind", "#bdbdbd"))):
+        ax.barh(y + 0.4 * k, [per[q][key] or 0 for q in kinds], 0.4, color=color, label=key)
+    ax.scatter([mcq["kinds"][q]["chance"] for q in kinds], y + 0.2, marker="|", color="red", s=120, label="chance")
+    ax.set_yticks(y + 0.2, [f"{q} (n={mcq['kinds'][q]['count']})" for q in kinds], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy (%)")
+    ax.set_xlim(0, 100)
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
+def plot_examples(root: Path, examples: list[dict[str, Any]], path: Path) -> None:
+    """The example figures, each with its generated description and one answered question."""
+    import textwrap
+
+    from PIL import Image
+
+    if not examples:
+        return
+    fig, sub = _figure(3.2 * len(examples), 4.4)
+    axes = sub(1, len(examples), squeeze=False)[0]
+    for ax, ex in zip(axes, examples):
+        with Image.open(root / ex["image"]) as im:
+            ax.imshow(im.convert("RGB"), interpolation="nearest")
+        ax.set_axis_off()
+        text = (f"true: {ex['type']}\nmodel: {ex['generated'][:110]}\n\nQ: {ex['question']}\n{ex['choices']}\n"
+                f"answer {ex['gold']} | with image {ex['pred']} | blind {ex['blind']}")  # fmt: skip
+        wrapped = "\n".join(textwrap.fill(line, 44) for line in text.split("\n"))
+        ax.set_title(wrapped, fontsize=6, loc="left", y=-0.02, va="top", pad=0)
+    fig.subplots_adjust(bottom=0.5)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def pick_examples(root: Path, results: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """``n`` test figures of distinct types, each with one of its image questions and both answers."""
+    from scitune.demo.evaluate import load_split
+
+    figs, problems, pids = load_split(root, "test")
+    r = results["CTOM"]
+    out, seen = [], set()
+    for f in figs:
+        qs = [p for p in pids if p.startswith(f["id"] + "-q")]
+        if f["figure_type"] in seen or not qs:
+            continue
+        seen.add(f["figure_type"])
+        p, letters = problems[qs[0]], "ABCDE"
+        idx = {m: r["mcq"]["choice"]["results"][m][qs[0]] for m in ("image", "blind")}
+        out.append({"image": f["image"], "type": f["figure_type"], "generated": r["stage1"]["outputs"][f["id"]],
+                    "question": p["question"], "gold": letters[p["answer"]],
+                    "choices": " ".join(f"({letters[i]}) {c}" for i, c in enumerate(p["choices"])),
+                    "pred": letters[idx["image"]] if idx["image"] >= 0 else "?",
+                    "blind": letters[idx["blind"]] if idx["blind"] >= 0 else "?"})  # fmt: skip
+        if len(out) == n:
+            break
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+
+
+def results_tables(results: dict[str, Any], variants: tuple[str, ...]) -> list[str]:
+    """The Markdown tables of the evaluation: figure type, captions, MCQs (headline, groups, kinds)."""
+    zs = results["zero_shot"]
+    lines = ["## Figure type (SciFig test)", ""]
+    cols = [f"stage 1 ({v})" for v in variants] + [f"CLIP zero-shot '{p}'" for p in zs]
+    scores = [results[v]["stage1"]["figure_type"] for v in variants] + list(zs.values())
+    rows = [[t] + [s["per_type"][t]["acc"] for s in scores] for t in FIGURE_TYPES]
+    lines += _table(["type", *cols], [*rows, ["**all**", *[s["acc"] for s in scores]]])
+    lines += ["", "## Captions (first sentence after the type; SciTune Table 2 metrics)", ""]
+    cap = [[v, results[v]["stage1"]["captions"]["bleu"]["mean"], results[v]["stage1"]["captions"]["rouge_l"]["mean"],
+            results[v]["stage1"]["captions"]["sacrebleu_corpus"]] for v in variants]  # fmt: skip
+    lines += _table(["stage 1 variant", "BLEU (google)", "ROUGE-L", "sacreBLEU corpus"], cap)
+    for v in variants:
+        lines += mcq_tables(results[v]["mcq"], v)
+    return lines
+
+
+def mcq_tables(m: dict[str, Any], variant: str) -> list[str]:
+    """Headline, ScienceQA groups and per-kind accuracy of one stage-2 model, under both answer protocols."""
+    fr = m["choice"]["figure_reading"]
+    lines = ["", f"## MCQs after stage 2 (stage 1 {variant})", "",
+             f"Figure-reading questions: {fr['count']} test image questions of {len(fr['kinds'])} kinds that the "
+             f"figure type alone does not answer ({', '.join(fr['kinds'])}). *choice*: the option the generated "
+             "explanation names (else its letter); *letter*: LLaVA's official letter parse only.", ""]  # fmt: skip
+    rows = [[p, m[p]["figure_reading"]["image"], m[p]["figure_reading"]["blind"], fr["chance"]] for p in PROTOCOLS]
+    lines += _table(["answer read as", "with image", "blind (blank image)", "chance"], rows)
+    lines += ["", "ScienceQA groups (all test MCQs; the blind run blanks the image of IMG questions):", ""]
+    rows = [
+        [f"{p}, {r}", *[m[p]["groups"][r][c] for c in GROUP_COLUMNS]] for p in PROTOCOLS for r in ("image", "blind")
+    ]
+    lines += _table(["run", *GROUP_COLUMNS], rows)
+    lines += ["", "Per question kind (accuracy %):", ""]
+    rows = [[k, d["count"], "yes" if d["needs_image"] else "no (text)", d["chance"],
+             *[m[p]["per_kind"][k][r] for p in PROTOCOLS for r in ("image", "blind")]]
+            for k, d in m["kinds"].items()]  # fmt: skip
+    head = ["kind", "n", "image", "chance", "choice: image", "choice: blind", "letter: image", "letter: blind"]
+    return lines + _table(head, rows)
+
+
+def ablation_table(results: dict[str, Any], variants: tuple[str, ...]) -> list[str]:
+    """SciTune Table 3 at micro scale: stage-1 variant vs figure type, captions and stage-2 accuracy."""
+    rows = []
+    for v in variants:
+        s1, mc = results[v]["stage1"], results[v]["mcq"]["choice"]
+        rows.append([v, s1["figure_type"]["acc"], s1["captions"]["bleu"]["mean"], mc["overall"]["image"],
+                     mc["figure_reading"]["image"], mc["figure_reading"]["blind"]])  # fmt: skip
+    head = ["stage 1 variant", "figure type %", "caption BLEU", "MCQ all %", "figure reading %", "blind %"]
+    return ["## Ablation: stage-1 variant (SciTune Table 3)", "", *_table(head, rows), ""]
+
+
+def write_report(demo: Demo, records: dict[str, Any]) -> Path:
+    """Write ``report.md`` and its plots under ``demo.out/report``; return the report path."""
+    out, img = demo.out, demo.path("report")
+    total = sum(r["seconds"] for r in records.values())
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0, 0, 0)
+    lines = [f"# scitune demo ({demo.cfg.size})", "",
+             f"`scitune demo --out {out} --size {demo.cfg.size}{' --ablation' if demo.cfg.ablation else ''}` "
+             f"· seed {demo.cfg.seed} · {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+             f"torch threads {demo.cfg.threads or 'default'} · load average now {load[0]:.1f}", "",
+             f"Total step time {total:.0f} s (steps done earlier keep their first time).", "",
+             "## Steps", ""]  # fmt: skip
+    lines += _table(["step", "seconds", "summary"], [[k, r["seconds"], r["line"]] for k, r in records.items()])
+    plot_losses(records, img / "losses.png")
+    lines += ["", "![loss curves](report/losses.png)", ""]
+    res_path = demo.path("eval", "results.json")
+    if res_path.is_file():
+        results = read_json(res_path)
+        variants = tuple(v for v in demo.variants if v in results)
+        plot_types(results, variants, img / "figure_type.png")
+        plot_confusion(results["CTOM"]["stage1"]["figure_type"]["confusion"], img / "confusion.png",
+                       "stage 1 (CTOM): gold vs generated type")  # fmt: skip
+        plot_kinds(results["CTOM"]["mcq"], img / "mcq_kinds.png")
+        plot_examples(demo.path("scifig"), pick_examples(demo.path("scifig"), results, demo.size.examples),
+                      img / "examples.png")  # fmt: skip
+        lines += results_tables(results, variants)
+        lines += ["", "![per-type accuracy](report/figure_type.png) ![confusion](report/confusion.png)", "",
+                  "![per-kind MCQ accuracy](report/mcq_kinds.png)", ""]  # fmt: skip
+        if len(variants) > 1:
+            lines += ablation_table(results, variants)
+        lines += ["## Examples (test figures)", "", "![examples](report/examples.png)", ""]
+    lines += ["## Notes", "", *NOTES, f"- OCR: {records.get('1-data', {}).get('summary', {}).get('why', '-')}."]
+    path = demo.path("report.md")
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+NOTES = [
+    "- Models: the micro CLIP and the micro LM are pretrained here from random weights (steps 3-4), saved as "
+    "Hugging Face folders and loaded by `--model.vision.path` / `--model.llm.path` like downloaded weights.",
+    "- Stage 1 (align) trains the connector only; stage 2 (finetune) trains the connector and the LM; the vision "
+    "encoder stays frozen. Both run scitune's training loop (`scitune.train.loop.train`).",
+    "- Figure type: the type named first in the stage-1 model's description (prompt: the first of the 16 SciTune "
+    "questions). Zero-shot: the micro CLIP's image-text similarity to each prompt with the type name.",
+    "- Blind: the same stage-2 model with every figure replaced by a blank white image of the same size.",
+]
