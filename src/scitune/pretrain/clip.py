@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from scitune.pretrain.common import cosine_lr, save_folder
+from scitune.pretrain.common import decay_groups, save_folder, train_epochs
 from scitune.pretrain.tokenizer import with_eos
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,6 @@ def image_processor(image_size: int) -> Any:
     return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    keep = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
-
-
 def pretrain_clip(
     images: list[Any],
     texts: list[str],
@@ -107,8 +101,6 @@ def pretrain_clip(
     Returns:
         ``{"steps", "losses", "seconds", "parameters", "train_retrieval_acc"}``.
     """
-    from tqdm.auto import tqdm
-
     if len(images) != len(texts) or not images:
         raise ValueError(f"{len(images)} images and {len(texts)} texts: need equal, non-zero counts")
     tok = with_eos(tokenizer)
@@ -116,31 +108,20 @@ def pretrain_clip(
     pixels = proc(images=images, return_tensors="pt")["pixel_values"]  # (N, 3, S, S)
     ids, mask = encode_texts(tok, texts, cfg.max_text_tokens)
     model = build_clip(cfg, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
-    n, bs = len(texts), min(cfg.batch_size, len(texts))
-    per_epoch = max(1, n // bs)
-    total = max(1, math.ceil(cfg.epochs * per_epoch))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    losses: list[float] = []
+    opt = torch.optim.AdamW(decay_groups(model, cfg.weight_decay, "embedding"), lr=cfg.lr, betas=(0.9, 0.98))
+    bs = min(cfg.batch_size, len(texts))
     t0 = time.perf_counter()
-    model.train()
-    order = torch.randperm(n, generator=gen)
-    for step in tqdm(range(total), desc="pretrain CLIP", disable=not progress, unit="step"):
-        k = step % per_epoch
-        if k == 0 and step:
-            order = torch.randperm(n, generator=gen)
-        idx = order[k * bs : (k + 1) * bs]
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, total, cfg.lr)
-        out = model(input_ids=ids[idx], attention_mask=mask[idx], pixel_values=pixels[idx], return_loss=True)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids[idx], attention_mask=mask[idx], pixel_values=pixels[idx], return_loss=True).loss
+
+    def clamp_scale() -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(out.loss.item())
-    model.eval()
+
+    losses = train_epochs(model, opt, len(texts), bs, cfg.epochs, cfg.lr, cfg.seed, loss_fn, "pretrain CLIP",
+                          progress, clamp_scale)  # fmt: skip
+    total = len(losses)
     acc = _retrieval_acc(model, ids, mask, pixels, bs)
     save_folder(out_dir, lambda tmp: (model.save_pretrained(tmp), proc.save_pretrained(tmp), tok.save_pretrained(tmp)))
     params = sum(p.numel() for p in model.parameters())

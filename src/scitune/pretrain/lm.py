@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from scitune.pretrain.common import cosine_lr, save_folder
+from scitune.pretrain.common import decay_groups, save_folder, train_epochs
 
 log = logging.getLogger(__name__)
 
@@ -103,37 +102,19 @@ def pretrain_lm(
     Returns:
         ``{"steps", "losses", "seconds", "parameters", "tokens"}``.
     """
-    from tqdm.auto import tqdm
-
     data = pack(texts, tokenizer, cfg.block_size)  # (rows, block + 1)
     model = build_lm(cfg, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    keep = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-    bs = min(cfg.batch_size, len(data))
-    per_epoch = max(1, len(data) // bs)
-    total = max(1, math.ceil(cfg.epochs * per_epoch))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    losses: list[float] = []
+    opt = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     t0 = time.perf_counter()
-    model.train()
-    order = torch.randperm(len(data), generator=gen)
-    for step in tqdm(range(total), desc="pretrain LM", disable=not progress, unit="step"):
-        k = step % per_epoch
-        if k == 0 and step:
-            order = torch.randperm(len(data), generator=gen)
-        batch = data[order[k * bs : (k + 1) * bs]]
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, total, cfg.lr)
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        batch = data[idx]
         logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+
+    losses = train_epochs(model, opt, len(data), min(cfg.batch_size, len(data)), cfg.epochs, cfg.lr, cfg.seed, loss_fn,
+                          "pretrain LM", progress)  # fmt: skip
+    total = len(losses)
     save_folder(out_dir, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
     params = sum(p.numel() for p in model.parameters())
     log.info("micro LM: %d steps, loss %.3f -> %.3f, %s params", total, losses[0], losses[-1], f"{params:,}")
