@@ -1,4 +1,5 @@
-"""`scitune data ACTION`: validate, stats, export, scifig (synthetic figures) and ocr (Tesseract) for data files."""
+"""`scitune data ACTION`: validate, stats, export, scifig (synthetic figures), ocr (Tesseract), cache-features and
+generate-instructions (LLM-written instruction data) for data files."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ DESCRIPTION = """Data tools.
   scitune data export   --format sharegpt --data train.jsonl --out train_sharegpt.json
   scitune data scifig   --n 2000 --out scifig/ --seed 0 --preview
   scitune data ocr      --data scifig/scicap/test.jsonl --image_root scifig --out test_ocr.jsonl
-  scitune data cache-features --config scitune-llama-7b/align --data.train scicap_CTOM.jsonl --out cache/"""
+  scitune data cache-features --config scitune-llama-7b/align --data.train scicap_CTOM.jsonl --out cache/
+  scitune data generate-instructions --data scifig/scicap/train.jsonl --out instruct.jsonl \
+      --llm_url http://127.0.0.1:8000/v1 --llm_model gpt-4 --types conversation,detail,complex --workers 4"""
 
 
 def _print(obj: dict[str, Any]) -> None:
@@ -177,6 +180,57 @@ def _cache(args: Any) -> int:
     return 0
 
 
+def _instruct_parser() -> ArgumentParser:
+    from scitune.data.instruct_gen import LLM_API_KEY_ENV, InstructGenConfig
+
+    g = parser(
+        "data generate-instructions",
+        "LLaVA's GPT-assisted instruction data: a text-only LLM behind an OpenAI-compatible endpoint writes a "
+        "conversation, a detailed description and a complex-reasoning QA per item from its symbolic context "
+        f"(captions + object boxes, or a figure's type, caption, OCR and mentions). API key: ${LLM_API_KEY_ENV}. "
+        "Finished items are cached; a rerun asks only for the rest. Exit 1 when some items failed (listed). "
+        "Options may be written with dashes (--llm-url).",
+    )
+    g.add_argument("--data", required=True, help="context records (JSONL / JSON list) or a COCO captions JSON")
+    g.add_argument("--out", required=True, help="output JSONL of canonical records (+ .summary.json, .cache.jsonl)")
+    g.add_argument("--llm_url", required=True, help="OpenAI-compatible endpoint, e.g. http://host/v1")
+    g.add_argument("--llm_model", required=True, help="model name sent to the endpoint")
+    g.add_argument("--cache", default=None, help="cache JSONL (default: OUT with suffix .cache.jsonl)")
+    g.add_argument("--coco_instances", default=None, help="COCO instances JSON: object boxes for a COCO --data")
+    g.add_argument("--limit", type=int, default=None, help="first N items only")
+    g.add_argument("--print_prompt", action="store_true", help="print the first item's messages and exit")
+    g.add_class_arguments(InstructGenConfig, None)
+    return g
+
+
+def _instruct(args: Any) -> int:
+    import dataclasses
+
+    from scitune.data.instruct_context import load_contexts
+    from scitune.data.instruct_gen import (
+        LLM_API_KEY_ENV,
+        InstructGenConfig,
+        build_messages,
+        generate_instructions,
+        load_fewshot,
+    )
+    from scitune.eval.judge import JudgeClient
+
+    config = InstructGenConfig(**{f.name: args[f.name] for f in dataclasses.fields(InstructGenConfig)})
+    contexts = load_contexts(args.data, config.kind, args.coco_instances, args.limit)
+    if args.print_prompt:
+        if contexts:
+            _print({"messages": build_messages(load_fewshot(config.type_list()[0], contexts[0].kind,
+                                                            config.examples), contexts[0])})  # fmt: skip
+        return 0
+    client = JudgeClient(args.llm_url, args.llm_model, timeout=config.timeout, retries=config.retries,
+                         backoff=config.backoff, temperature=config.temperature, max_tokens=config.max_tokens,
+                         api_key_env=LLM_API_KEY_ENV)  # fmt: skip
+    summary = generate_instructions(contexts, client, args.out, config, args.cache)
+    _print({**summary, "failures": summary["failures"][:20]})
+    return 1 if summary["failed"] else 0
+
+
 ACTIONS: dict[str, tuple[Callable[[], ArgumentParser], Callable[[Any], int], str]] = {
     "validate": (_validate_parser, _validate, "validate a data file against a checkpoint"),
     "stats": (_stats_parser, _stats, "counts, images, turns, missing fields, length histogram"),
@@ -184,6 +238,7 @@ ACTIONS: dict[str, tuple[Callable[[], ArgumentParser], Callable[[Any], int], str
     "scifig": (_scifig_parser, _scifig, "render the synthetic SciFig dataset (and a preview grid)"),
     "ocr": (_ocr_parser, _ocr, "fill the OCR field with Tesseract and report the character error rate"),
     "cache-features": (_cache_parser, _cache, "store the frozen vision encoder's features for the align stage"),
+    "generate-instructions": (_instruct_parser, _instruct, "LLM-written conversation/detail/reasoning data (LLaVA)"),
 }
 
 
@@ -193,6 +248,10 @@ def main(argv: list[str]) -> int:
     built = {name: build() for name, (build, _, _) in ACTIONS.items()}
     for name, (_, _, help_) in ACTIONS.items():
         sub.add_subcommand(name, built[name], help=help_)
+    if argv[:1] == ["generate-instructions"]:  # --llm-url style dashes, as the eval options accept
+        from scitune.cli.eval import _normalize
+
+        argv = _normalize(argv, {"progress"})
     ns = p.parse_args(preset_argv(argv))
     if ns.action == "cache-features":  # dataclass sections become config objects
         return _cache(instantiate(built[ns.action], ns[ns.action]))

@@ -1,4 +1,5 @@
-"""`scitune eval BENCHMARK` (one subcommand per registered benchmark) and `scitune eval report RUN...`."""
+"""`scitune eval BENCHMARK` (one subcommand per registered benchmark), `scitune eval report RUN...` and
+`scitune eval ensemble` (two ScienceQA prediction files combined)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ DESCRIPTION = """Evaluate a checkpoint on a benchmark, or score predictions made
   scitune eval scienceqa --predictions answers.jsonl --data problems.json --split val --out eval/sqa
   scitune eval truthfulqa-mc --checkpoint runs/ft/final --data mc_task.json --compare-base
   scitune eval report eval/sqa-a eval/sqa-b --out eval/compare
+  scitune eval ensemble --a llava.jsonl --b gpt4.jsonl --mode complement|judge --data problems.json --split test \
+      --out eval/sqa-ensemble [--judge-url http://host/v1 --judge-model gpt-4]
 
 Outputs in --out: predictions.jsonl (appended as answers come; a rerun resumes), results.json, report.md, *.png.
 Options may be written with dashes or underscores (--compare-base = --compare_base)."""
@@ -53,7 +56,22 @@ def _build(benchmarks) -> tuple[ArgumentParser, set[str]]:
     return p, bools
 
 
+def _ensemble(argv: list[str]) -> int:
+    from scitune.eval.ensemble import EnsembleOptions, run_ensemble
+
+    p = parser("eval ensemble", (EnsembleOptions.__doc__ or "") + " Options may be written with dashes.")
+    p.add_class_arguments(EnsembleOptions, None)
+    args = p.parse_args(_normalize(argv, {"progress"}))
+    opts = EnsembleOptions(**{f.name: args[f.name] for f in dataclasses.fields(EnsembleOptions)})
+    results = run_ensemble(opts)
+    ens = {k: v for k, v in results["ensemble"].items() if k != "failures"}
+    print(json.dumps({"out": results["out"], "summary": results["summary"], "ensemble": ens}, indent=2))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["ensemble"]:  # not a benchmark: combines two prediction files, then scores with scienceqa
+        return _ensemble(argv[1:])
     from scitune.eval import BENCHMARKS
     from scitune.eval.report import compare_runs
     from scitune.eval.runner import run_benchmark

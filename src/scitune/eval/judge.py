@@ -1,5 +1,5 @@
-"""A judge model behind any OpenAI-compatible chat-completions endpoint (standard library HTTP only), with
-timeouts, bounded retries with exponential backoff, and LLaVA's score-pair parsing."""
+"""A judge (or any text-only chat model) behind an OpenAI-compatible chat-completions endpoint (standard library HTTP
+only), with timeouts, bounded retries with exponential backoff, and LLaVA's score-pair parsing."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-__all__ = ["API_KEY_ENV", "JudgeClient", "JudgeError", "parse_score_pair"]
+__all__ = ["API_KEY_ENV", "JudgeClient", "JudgeError", "ReplyError", "parse_score_pair"]
 
 API_KEY_ENV = "SCITUNE_JUDGE_API_KEY"
 """Environment variable holding the judge endpoint's API key (sent as a Bearer token; none is sent if unset)."""
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+T = TypeVar("T")
 
 
 class JudgeError(RuntimeError):
     """The judge endpoint failed for one item (after the retries)."""
+
+
+class ReplyError(ValueError):
+    """Raised by a `JudgeClient.chat` ``parse`` callback: the reply arrived but cannot be used (malformed, a
+    refusal); the request is retried like a transport failure."""
 
 
 def parse_score_pair(review: str) -> tuple[float, float] | None:
@@ -37,7 +45,7 @@ def parse_score_pair(review: str) -> tuple[float, float] | None:
 @dataclass
 class JudgeClient:
     """Posts chat completions to ``url`` (a base such as ``http://host:8000/v1`` or the full
-    ``.../chat/completions`` address).
+    ``.../chat/completions`` address). Stateless between calls, so one client may serve several threads.
 
     Args:
         url: the endpoint.
@@ -48,6 +56,8 @@ class JudgeClient:
         backoff: seconds before the first retry, doubled for each next one.
         temperature: sampling temperature (LLaVA's judge uses 0.2).
         max_tokens: reply length limit (LLaVA: 1024).
+        api_key_env: environment variable read for the key when ``api_key`` is None (e.g. ``SCITUNE_LLM_API_KEY``
+            for instruction generation).
     """
 
     url: str
@@ -58,12 +68,13 @@ class JudgeClient:
     backoff: float = 1.0
     temperature: float = 0.2
     max_tokens: int = 1024
+    api_key_env: str = API_KEY_ENV
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"--judge_url must be an http(s) address, got {self.url!r}")
+            raise ValueError(f"the endpoint (--judge_url, --llm_url) must be an http(s) address, got {self.url!r}")
         if self.api_key is None:
-            self.api_key = os.environ.get(API_KEY_ENV) or None
+            self.api_key = os.environ.get(self.api_key_env) or None
 
     @property
     def endpoint(self) -> str:
@@ -89,10 +100,20 @@ class JudgeClient:
             JudgeError: after ``1 + retries`` failed attempts, or at once on a client error (4xx other than
                 408/409/425/429), naming the last problem.
         """
+        return self.chat([{"role": "system", "content": system}, {"role": "user", "content": user}])
+
+    def chat(self, messages: list[dict[str, str]], parse: Callable[[str], T] | None = None) -> Any:
+        """The reply to a whole message list (``[{"role", "content"}, ...]``, e.g. few-shot exchanges), passed
+        through ``parse`` when given: a `ReplyError` from it counts as a failed attempt and the request is retried.
+
+        Raises:
+            JudgeError: after ``1 + retries`` failed attempts, or at once on a client error (4xx other than
+                408/409/425/429), naming the last problem.
+        """
         body = json.dumps(
             {
                 "model": self.model,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                "messages": messages,
                 "temperature": self.temperature,
                 "max_tokens": self.max_tokens,
             }
@@ -100,13 +121,16 @@ class JudgeClient:
         last = ""
         for attempt in range(self.retries + 1):
             try:
-                return self._post(body)
+                reply = self._post(body)
+                return parse(reply) if parse is not None else reply
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code} {e.reason}"
                 if e.code not in _RETRY_STATUS:
                     break
             except (urllib.error.URLError, TimeoutError, OSError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            except ReplyError as e:
+                last = f"unusable reply: {e}"
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 last = f"malformed reply: {type(e).__name__}: {e}"
             if attempt < self.retries:
