@@ -1,6 +1,6 @@
 """Evaluation: benchmarks (registered in `BENCHMARKS`), their official scoring, the runner and reports."""
 
-from scitune.eval import captioning, ethics, figure_type, llava_bench, mme, pope, scienceqa_benchmark, truthfulqa
+from scitune.eval import captioning, ethics, figure_type, llava_bench, mme, pope, scienceqa_benchmark, truthfulqa, vqa
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "pope",
     "scienceqa_benchmark",
     "truthfulqa",
+    "vqa",
 ]

@@ -1,6 +1,6 @@
 """The ``caption`` benchmark (SciTune §3.1.2, Table 2): the first generated sentence against the reference caption,
-scored with BLEU (Google-BLEU as SciTune, plus sacreBLEU corpus BLEU), ROUGE-L and CIDEr-D (pycocoevalcap), on
-SciCap-style records, VisText and SciFig."""
+scored with BLEU (Google-BLEU as SciTune, plus sacreBLEU corpus BLEU), ROUGE-L and CIDEr-D (pycocoevalcap), and with
+--clip CLIPScore / RefCLIPScore, on SciCap-style records, VisText and SciFig."""
 
 from __future__ import annotations
 
@@ -94,6 +94,11 @@ class CaptionOptions(EvalOptions):
     the paper takes the first sentence as it is)."""
     cider_tokenizer: str = "simple"
     """Tokenizer before CIDEr: simple (pure-Python PTB-like) or ptb (pycocoevalcap's Java PTBTokenizer)."""
+    clip: str | None = None
+    """A CLIP-like checkpoint folder (CLIPModel.from_pretrained with its tokenizer and image processor, e.g. the
+    demo's <demo_out>/models/clip): adds CLIPScore and RefCLIPScore (Hessel et al. 2021) of the captions."""
+    clip_prefix: str = "A photo depicts"
+    """Text put before each caption and reference for CLIPScore (the authors' code's prompt; "" for none)."""
 
 
 def vistext_examples(src: Path, image_root: str | None, question: str, which: str, split: str) -> list[Example]:
@@ -153,7 +158,7 @@ class CaptionBenchmark(Benchmark):
         rouges = [rouge_l(h, r) for h, r in zip(hyps, refs)]
         cider = cider_d(hyps, [[r] for r in refs], self.opts.cider_tokenizer)
         bleu, rouge = mean_std(bleus), mean_std(rouges)
-        return {
+        results: dict[str, Any] = {
             "summary": {
                 "bleu": bleu["mean"],
                 "rouge_l": rouge["mean"],
@@ -168,6 +173,22 @@ class CaptionBenchmark(Benchmark):
             "per_caption": {"bleu": bleus, "rouge_l": rouges},
             "samples": [{"id": e.id, "caption": h, "reference": e.target} for e, h in list(zip(examples, hyps))[:5]],
         }
+        if self.opts.clip:
+            self._add_clipscore(results, examples, hyps)
+        return results
+
+    def _add_clipscore(self, results: dict[str, Any], examples: list[Example], hyps: list[str]) -> None:
+        """CLIPScore / RefCLIPScore of the captions of figures that have an image (--clip)."""
+        from scitune.eval.clipscore import clip_scores
+
+        kept = [i for i, e in enumerate(examples) if e.images]
+        clip = clip_scores(self.opts.clip, [examples[i].images[0] for i in kept], [hyps[i] for i in kept],
+                           [[examples[i].target] for i in kept], prefix=self.opts.clip_prefix)  # fmt: skip
+        results["summary"].update(clipscore=clip["clipscore"], refclipscore=clip["refclipscore"])
+        results["clip"] = {k: clip[k] for k in ("clipscore", "refclipscore", "count", "w", "prefix")}
+        results["clip"]["model"] = self.opts.clip
+        results["per_caption"]["clipscore"] = clip["per_item"]["clipscore"]
+        results["per_caption"]["refclipscore"] = clip["per_item"]["refclipscore"]
 
     def report(self, results: dict[str, Any]) -> str:
         from scitune.eval.report import md_table
@@ -179,6 +200,10 @@ class CaptionBenchmark(Benchmark):
             [f"CIDEr-D (pycocoevalcap, {results['cider']['tokenizer']} tokens)", s["cider_d"]],
             ["sacreBLEU corpus BLEU (13a, 0-100)", s["sacrebleu"]],
         ]
+        if "clip" in results:
+            c = results["clip"]
+            rows += [[f"CLIPScore (w = {c['w']}, {c['count']} figures, raw; papers print x100)", c["clipscore"]],
+                     ["RefCLIPScore (harmonic mean with the best reference cosine)", c["refclipscore"]]]  # fmt: skip
         text = (
             f"{results['count']} {results['data_format']} captions; the caption is the first generated sentence.\n\n"
             "BLEU variant: sentence-level Google-BLEU (GLEU: min of n-gram precision and recall over 1-4-grams, 13a "
