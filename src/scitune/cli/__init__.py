@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("scitune.cli.serve", "serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page"),
     "ls": ("scitune.cli.ls", "list registered encoders, projectors, templates, presets, ..."),
     "config": ("scitune.cli.config", "show, copy or validate presets"),
+    "analyze": ("scitune.cli.analyze", "representation analysis: embedding maps by label, Wu-Palmer similarity"),
 }
 
 

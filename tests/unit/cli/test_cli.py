@@ -10,7 +10,21 @@ import yaml
 
 from scitune.cli import COMMANDS, main
 
-EXPECTED = {"demo", "convert", "data", "train", "eval", "generate", "chat", "serve", "export", "import", "ls", "config"}
+EXPECTED = {
+    "demo",
+    "convert",
+    "data",
+    "train",
+    "eval",
+    "generate",
+    "chat",
+    "serve",
+    "export",
+    "import",
+    "ls",
+    "config",
+    "analyze",
+}
 
 
 def test_subcommand_set_is_pinned():
