@@ -25,6 +25,7 @@ for _name in (
     "limber-gptj-clip/align",
     "limber-gptj-beit/align",
     "limber-gptj-nfrn50/align",
+    "limber-gptj-nfrn50-tuned/align",
 ):
     PRESETS.add(_name, PRESET_DIR / f"{_name}.yaml")
 

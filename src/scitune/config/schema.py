@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,7 +20,16 @@ class VisionConfig:
     select: Literal["patch", "cls_patch", "pooled"] = "patch"
     """Tokens to keep: patch tokens, CLS + patch tokens, or one pooled vector per image (LiMBeR's ResNet/CLIP)."""
     trainable: bool = False
-    """Train the vision encoder too (both stages keep it frozen by default)."""
+    """Train the vision encoder too (align and finetune keep it frozen by default; full-finetune always trains it)."""
+    anyres: list[str] = field(default_factory=list)
+    """AnyRes tiling (LLaVA-NeXT): candidate grids ROWSxCOLS, e.g. [1x1,1x2,2x1,2x2]; each image is cut into the
+    best-fitting grid of encoder-sized tiles plus one overview, so it takes (rows*cols+1) x the tokens of one tile.
+    Empty = off (one encoder pass per image)."""
+
+    def __post_init__(self) -> None:
+        for g in self.anyres:
+            if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", str(g)):
+                raise ValueError(f"--model.vision.anyres: {g!r} is not a grid like '2x3' (rows x cols, both >= 1)")
 
 
 @dataclass
@@ -102,6 +112,9 @@ class OptimConfig:
 
     lr: float = 2e-3
     """Peak learning rate."""
+    vision_lr: float | None = None
+    """Peak learning rate of the vision encoder when it is trained (full-finetune, --model.vision.trainable);
+    empty = --optim.lr."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases and norms)."""
     betas: tuple[float, float] = (0.9, 0.999)
@@ -122,6 +135,8 @@ class OptimConfig:
             raise ValueError(f"--optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr <= 0:
             raise ValueError(f"--optim.lr must be positive, got {self.lr}")
+        if self.vision_lr is not None and self.vision_lr <= 0:
+            raise ValueError(f"--optim.vision_lr must be positive (or empty = --optim.lr), got {self.vision_lr}")
 
 
 @dataclass
@@ -144,8 +159,8 @@ class LoraConfig:
 class TrainConfig:
     """The training run."""
 
-    stage: Literal["align", "finetune"] = "align"
-    """align: train the connector only; finetune: connector + LLM."""
+    stage: Literal["align", "finetune", "full-finetune"] = "align"
+    """align: train the connector only; finetune: connector + LLM; full-finetune: vision encoder + connector + LLM."""
     out_dir: str = "runs/scitune"
     """Run directory (config, metrics, checkpoints)."""
     epochs: float = 1.0
@@ -184,8 +199,10 @@ class TrainConfig:
                 f"--train.global_batch_size ({self.global_batch_size}) must be a multiple of "
                 f"--train.micro_batch_size ({self.micro_batch_size})"
             )
-        if self.lora.r and self.stage != "finetune":
-            raise ValueError("--train.lora.r applies to the finetune stage; set --train.stage finetune or r=0")
+        if self.lora.r and self.stage not in ("finetune", "full-finetune"):
+            raise ValueError(
+                "--train.lora.r applies to the finetune stages; set --train.stage finetune (or full-finetune) or r=0"
+            )
         if self.lora.quantize != "none" and not self.lora.r:
             raise ValueError("--train.lora.quantize 4bit is QLoRA: also set --train.lora.r (e.g. 64)")
 

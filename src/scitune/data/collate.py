@@ -13,7 +13,8 @@ def collate(batch: list[dict[str, Any]], pad_id: int, padding_side: str = "right
     """Pad ``input_ids``/``labels`` to the longest sample, build ``attention_mask``, stack images in order.
 
     Images of all samples are concatenated in sample order into ``pixel_values`` (n_images, C, H, W), matching
-    the order of image-token runs in the flattened batch.
+    the order of image-token runs in the flattened batch. AnyRes samples bring their tiles in ``pixel_values``
+    (n_tiles, C, H, W) and their grids in ``image_grids`` (n_images, 2), concatenated the same way.
     """
     longest = max(len(b["input_ids"]) for b in batch)
     ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
@@ -28,7 +29,7 @@ def collate(batch: list[dict[str, Any]], pad_id: int, padding_side: str = "right
         if labels is not None:
             labels[i, sl] = b["labels"]
     out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-    for key in ("pixel_values", "image_features"):
+    for key in ("pixel_values", "image_features", "image_grids"):
         parts = [b[key] for b in batch if b.get(key) is not None]
         out[key] = torch.cat(parts) if parts else None
     if labels is not None:
@@ -79,7 +80,11 @@ def collate_packed(batch: list[dict[str, Any]], pad_id: int, max_length: int) ->
         pos[r, at:] = torch.arange(width - at)
         order += row
     out: dict[str, Any] = {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": None}
-    for key in ("pixel_values", "image_features"):  # images follow the order of their token runs in the rows
+    for key in (
+        "pixel_values",
+        "image_features",
+        "image_grids",
+    ):  # images follow the order of their token runs in the rows
         parts = [batch[i][key] for i in order if batch[i].get(key) is not None]
         out[key] = torch.cat(parts) if parts else None
     return out

@@ -122,12 +122,13 @@ def check_record(
     n_placeholders = sum(m.content.count(slots.placeholder) for m in messages if m.role == "user")
     if n_placeholders != len(images):
         raise ValueError(f"{n_placeholders} {slots.placeholder} placeholder(s) but {len(images)} image(s)")
-    for p in images:
-        load_image(p)
+    sizes = [load_image(p).size for p in images]
+    slots = slots.for_images(sizes)  # AnyRes: each image's token count follows its tile grid
     enc = encode_conversation(messages, tokenizer, template, slots)
     if len(enc) > max_length:
+        n_image_tokens = sum(slots.count_of(i) for i in range(enc.n_images))
         raise ValueError(
-            f"sample is {len(enc)} tokens (incl. {enc.n_images * slots.count} image tokens), over the context "
+            f"sample is {len(enc)} tokens (incl. {n_image_tokens} image tokens), over the context "
             f"--data.max_length={max_length}; shorten it or raise the limit (nothing is cut silently)"
         )
     if not any(label != -100 for label in enc.labels):
@@ -189,5 +190,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
             item["image_features"] = torch.stack([self.feature_store.get(k) for k in keys])
         elif s.images:
             imgs = [load_image(p) for p in s.images]
-            item["pixel_values"] = self.image_processor(images=imgs, return_tensors="pt")["pixel_values"]
+            out = self.image_processor(images=imgs, return_tensors="pt")
+            item["pixel_values"] = out["pixel_values"]  # AnyRes: every image's overview + tiles, in order
+            if "image_grids" in out:
+                item["image_grids"] = out["image_grids"]
         return item

@@ -55,20 +55,27 @@ class Generator:
         self.template = get_template(model.template)
         tok = model.tokenizer
         self.slots = ImageSlots(
-            model.identity.get("image_token", "<image>"), model.image_token_id, model.num_image_tokens
+            model.identity.get("image_token", "<image>"),
+            model.image_token_id,
+            model.num_image_tokens,
+            model.image_token_count if model.anyres_grids else None,  # AnyRes: the count follows the tile grid
         )
         self.stops = [s for s in self.template.stop(tok) if s]
 
     def _batch(self, prompts: list[Prompt]) -> dict[str, Any]:
         items = []
         for p in prompts:
-            enc = encode_prompt(p.messages, self.model.tokenizer, self.template, self.slots)
+            slots = self.slots.for_images([im.size for im in p.images])
+            enc = encode_prompt(p.messages, self.model.tokenizer, self.template, slots)
             if enc.n_images != len(p.images):
                 raise ValueError(f"prompt has {enc.n_images} image placeholder(s) but {len(p.images)} image(s)")
-            pix = None
+            item: dict[str, Any] = {"input_ids": torch.tensor(enc.input_ids), "pixel_values": None}
             if p.images:
-                pix = self.model.image_processor(images=p.images, return_tensors="pt")["pixel_values"]
-            items.append({"input_ids": torch.tensor(enc.input_ids), "pixel_values": pix})
+                out = self.model.image_processor(images=p.images, return_tensors="pt")
+                item["pixel_values"] = out["pixel_values"]  # AnyRes: overview + tiles of each image, in order
+                if "image_grids" in out:
+                    item["image_grids"] = out["image_grids"]
+            items.append(item)
         return collate(items, self.model.tokenizer.pad_token_id, padding_side="left")
 
     @torch.no_grad()
@@ -94,7 +101,14 @@ class Generator:
         if stops:
             kwargs.update(stop_strings=stops, tokenizer=tok)
         pv = None if batch["pixel_values"] is None else batch["pixel_values"].to(dev)
-        out = self.model.generate(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), pv, **kwargs)
+        grids = batch.get("image_grids")
+        out = self.model.generate(
+            batch["input_ids"].to(dev),
+            batch["attention_mask"].to(dev),
+            pv,
+            None if grids is None else grids.to(dev),
+            **kwargs,
+        )
         texts = tok.batch_decode(out, skip_special_tokens=True)
         return [_cut_at_stop(t, stops).strip() for t in texts]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 
 from scitune.config.schema import ModelConfig, VisionConfig
 from scitune.model.adapters import AdapterSet
+from scitune.model.anyres import AnyResProcessor, format_grid, parse_grids
 from scitune.model.llm import DTYPES, fit_vocab, load_llm, load_tokenizer, prepare_tokenizer
 from scitune.model.projector import build_projector
 from scitune.model.vision import VisionEncoder, load_vision_encoder
@@ -45,6 +47,7 @@ def assemble(
     projector_tokens: int = 0,
     adapter: str | None = None,
     adapter_downsample: int = 4,
+    anyres: Sequence[str] = (),
 ) -> VisionLanguageModel:
     """Compose parts into a `VisionLanguageModel` (grows the vocabulary for the image token if needed).
 
@@ -52,12 +55,17 @@ def assemble(
         projector_tokens: prompt tokens per image for the ``linear-prefix`` projector.
         adapter: an `ADAPTERS` key (MAGMA adapters in the LM blocks) or None.
         adapter_downsample: adapter bottleneck factor.
+        anyres: AnyRes grids (``["1x1", "2x2"]``); the image processor is wrapped to cut images into tiles.
     """
     tokenizer = prepare_tokenizer(tokenizer, image_token)
     fit_vocab(llm, len(tokenizer))
     llm_dim = llm.get_input_embeddings().embedding_dim
     projector = build_projector(projector_name, vision.hidden_size, llm_dim, projector_tokens)
     adapters = AdapterSet(llm, adapter, adapter_downsample) if adapter else None
+    grids = parse_grids(anyres)
+    if grids:  # recorded only when on, so the identity of a model without AnyRes stays as it was
+        identity = {**identity, "vision": {**identity.get("vision", {}), "anyres": [format_grid(g) for g in grids]}}
+        image_processor = AnyResProcessor(image_processor, grids, vision.image_size)
     identity = {
         **identity,
         "projector": {"name": projector_name, "num_tokens": projector_tokens},
@@ -65,7 +73,7 @@ def assemble(
         "image_token": image_token,
     }
     image_token_id = tokenizer.convert_tokens_to_ids(image_token)
-    model = VisionLanguageModel(vision, projector, llm, image_token_id, identity, adapters)
+    model = VisionLanguageModel(vision, projector, llm, image_token_id, identity, adapters, grids)
     model.tokenizer = tokenizer
     model.image_processor = image_processor
     return model
@@ -112,6 +120,7 @@ def build_model(cfg: ModelConfig, template: str = "scitune", quantize: str = "no
         cfg.projector.num_tokens,
         cfg.adapter.name,
         cfg.adapter.downsample_factor,
+        cfg.vision.anyres,
     )
     model.template = template
     return model
@@ -188,8 +197,12 @@ def tiny_vlm(
     select: str = "patch",
     adapter: str | None = None,
     projector_tokens: int = 0,
+    anyres: Sequence[str] = (),
 ):
-    """A tiny random VLM on CPU in fp32 (CLIP 32px/patch 8 -> 16 image tokens, LLaMA hidden 32)."""
+    """A tiny random VLM on CPU in fp32 (CLIP 32px/patch 8 -> 16 image tokens, LLaMA hidden 32).
+
+    ``anyres`` grids (e.g. ``["1x1", "2x2"]``) turn on AnyRes tiling with 32px tiles.
+    """
     tok = tiny_tokenizer()
     vision_model, proc = tiny_vision(seed)
     llm = tiny_llm(len(tok), seed, bos=tok.bos_token_id, eos=tok.eos_token_id)
@@ -200,7 +213,7 @@ def tiny_vlm(
         "template": template,
     }
     torch.manual_seed(seed + 1)
-    model = assemble(vision, proc, llm, tok, projector, identity, "<image>", projector_tokens, adapter)
+    model = assemble(vision, proc, llm, tok, projector, identity, "<image>", projector_tokens, adapter, anyres=anyres)
     model.template = template
     return model
 

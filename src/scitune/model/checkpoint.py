@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scitune.model.adapters import AdapterSet
+from scitune.model.anyres import AnyResProcessor, parse_grids
 from scitune.model.llm import DTYPES, fit_vocab, load_llm
 from scitune.model.projector import build_projector
 from scitune.model.vision import load_vision_encoder
@@ -69,8 +70,11 @@ def save_model_files(
         model.llm.save_pretrained(out / "llm_lora", state_dict=part["llm"] if state_dict is not None else None)
     elif mode == "full":
         model.llm.save_pretrained(out / "llm", state_dict=part["llm"])
-    if vision_changed:
-        model.vision.model.save_pretrained(out / "vision", safe_serialization=True)
+    if vision_changed:  # trained (or built in memory): the encoder's own weights, reloadable with from_pretrained
+        vision_sd = None
+        if state_dict is not None:
+            vision_sd = {k[len("vision.model.") :]: v for k, v in sd.items() if k.startswith("vision.model.")}
+        model.vision.model.save_pretrained(out / "vision", state_dict=vision_sd, safe_serialization=True)
         model.image_processor.save_pretrained(out / "vision")
     ident["llm"] = {**ident.get("llm", {}), "saved": mode}
     ident["vision"] = {**ident.get("vision", {}), "saved": bool(vision_changed)}
@@ -148,6 +152,9 @@ def load_model(
 
     vision, _ = load_vision_encoder(v["name"], vpath, v["feature_layer"], v["select"], DTYPES[dtype])
     processor = AutoImageProcessor.from_pretrained(p / "image_processor")
+    grids = parse_grids(v.get("anyres", []))
+    if grids:  # AnyRes: the same grids and tile size as when the checkpoint was written
+        processor = AnyResProcessor(processor, grids, vision.image_size)
     tokenizer = AutoTokenizer.from_pretrained(p / "tokenizer")
     mode = lm.get("saved", "base")
     llm = load_llm(str(p / "llm") if mode == "full" else lm["path"], dtype, lm.get("attn"))
@@ -165,7 +172,7 @@ def load_model(
         adapters = AdapterSet(llm, meta["adapter"]["name"], meta["adapter"]["downsample_factor"])
         adapters.load_state_dict(load_file(str(p / "adapters.safetensors")))
     ident = {k: meta[k] for k in ("vision", "llm", "projector", "adapter", "image_token", "template") if k in meta}
-    model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident, adapters)
+    model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident, adapters, grids)
     model.tokenizer = tokenizer
     model.image_processor = processor
     model.template = meta.get("template", "scitune")

@@ -14,6 +14,8 @@ _SELECT_TO_HF = {"patch": "default", "cls_patch": "full"}
 
 
 def _check_exportable(model: VisionLanguageModel) -> None:
+    if model.anyres_grids:
+        raise ValueError("export to HF Llava does not cover AnyRes tiling (--model.vision.anyres)")
     if model.adapters is not None:
         raise ValueError(
             "MAGMA adapters live inside the LM's blocks; LlavaForConditionalGeneration has no place for them, "

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from scitune.model.anyres import Grid, image_token_count, select_grid
 from scitune.model.vision import VisionEncoder
 
 log = logging.getLogger(__name__)
 
-STAGES = ("align", "finetune")
+STAGES = ("align", "finetune", "full-finetune")
 
 
 class VisionLanguageModel(nn.Module):
@@ -27,6 +29,9 @@ class VisionLanguageModel(nn.Module):
         llm: any HF causal LM (or a peft wrapper of one).
         image_token_id: vocabulary id of the image placeholder.
         identity: what `scitune.json` records about the parts (registry keys, paths, settings).
+        adapters: MAGMA adapters inside the LLM, or None.
+        anyres_grids: AnyRes candidate grids (rows, cols); empty = one encoder pass per image. With AnyRes an image
+            is its overview + rows*cols tiles, each ``num_image_tokens`` long (`image_token_count`).
     """
 
     def __init__(
@@ -37,6 +42,7 @@ class VisionLanguageModel(nn.Module):
         image_token_id: int,
         identity: dict[str, Any] | None = None,
         adapters: nn.Module | None = None,
+        anyres_grids: Sequence[Grid] = (),
     ):
         super().__init__()
         self.vision = vision
@@ -44,6 +50,7 @@ class VisionLanguageModel(nn.Module):
         self.llm = llm
         self.adapters = adapters
         self.image_token_id = int(image_token_id)
+        self.anyres_grids: tuple[Grid, ...] = tuple(tuple(g) for g in anyres_grids)
         self.identity: dict[str, Any] = dict(identity or {})
         # Set by builders / load_model; not modules.
         self.tokenizer: Any = None
@@ -52,7 +59,20 @@ class VisionLanguageModel(nn.Module):
 
     @property
     def num_image_tokens(self) -> int:
+        """Image tokens of one encoder pass: of one image, or with AnyRes of one tile (or the overview)."""
         return int(getattr(self.projector, "num_tokens", 0) or self.vision.num_tokens)
+
+    def image_grid(self, size: tuple[int, int]) -> Grid:
+        """AnyRes: the (rows, cols) grid an image of ``size`` = (width, height) is tiled with."""
+        if not self.anyres_grids:
+            raise ValueError("image_grid: this model has no AnyRes grids (--model.vision.anyres)")
+        return select_grid(size, self.anyres_grids, self.vision.image_size)
+
+    def image_token_count(self, size: tuple[int, int]) -> int:
+        """Image tokens that an image of ``size`` = (width, height) takes in the text (the same rule as `embed`)."""
+        if not self.anyres_grids:
+            return self.num_image_tokens
+        return image_token_count(self.image_grid(size), self.num_image_tokens)
 
     @property
     def device(self) -> torch.device:
@@ -73,20 +93,28 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
+        image_grids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with image features scattered into the image-token positions, (B, L, D).
 
         ``image_features`` are the vision encoder's outputs computed earlier (a feature cache), (n, N, D_vis);
-        they replace ``pixel_values``.
+        they replace ``pixel_values``. With AnyRes, ``pixel_values`` holds every image's overview and tiles in
+        order, (n_tiles, C, S, S), and ``image_grids`` (n_images, 2), when given, is checked against it.
         """
         embeds = self.llm.get_input_embeddings()(input_ids)
         is_image = input_ids == self.image_token_id
         n_slots = int(is_image.sum())
         given = image_features if image_features is not None else pixel_values
-        n_images = 0 if given is None else int(given.shape[0])
-        if n_slots != n_images * self.num_image_tokens:
+        n_images = 0 if given is None else int(given.shape[0])  # with AnyRes: encoder inputs (tiles + overviews)
+        if image_grids is not None and int((image_grids.prod(-1) + 1).sum()) != n_images:
             raise ValueError(
-                f"batch has {n_slots} image-token positions but {n_images} images x {self.num_image_tokens} "
+                f"image_grids {image_grids.tolist()} need {int((image_grids.prod(-1) + 1).sum())} tiles "
+                f"(rows*cols + 1 each) but {n_images} were given"
+            )
+        if n_slots != n_images * self.num_image_tokens:
+            what = "tiles" if self.anyres_grids else "images"
+            raise ValueError(
+                f"batch has {n_slots} image-token positions but {n_images} {what} x {self.num_image_tokens} "
                 "tokens each; expand every <image> at tokenization"
             )
         if n_images == 0:
@@ -106,13 +134,14 @@ class VisionLanguageModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
+        image_grids: torch.Tensor | None = None,
         **kwargs: Any,
     ):
         """Run the LLM on spliced embeddings; returns the LLM's output (``.logits`` of shape (B, L, V)).
 
         Packed rows pass ``position_ids`` restarting per sample and ``attention_mask=None``.
         """
-        embeds = self.embed(input_ids, pixel_values, image_features)
+        embeds = self.embed(input_ids, pixel_values, image_features, image_grids)
         return self.llm(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
         )
@@ -123,10 +152,11 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
+        image_grids: torch.Tensor | None = None,
         **gen_kwargs: Any,
     ) -> torch.Tensor:
         """Generate from left-padded prompts; returns only the new token ids, (B, T)."""
-        embeds = self.embed(input_ids, pixel_values)
+        embeds = self.embed(input_ids, pixel_values, image_grids=image_grids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **gen_kwargs)
@@ -142,11 +172,12 @@ class VisionLanguageModel(nn.Module):
         """Freeze/unfreeze parts for ``stage`` and log parameter counts per part.
 
         align: projector (+ MAGMA adapters). finetune: projector + LLM (with LoRA only the LoRA weights of the
-        LLM) (+ MAGMA adapters).
+        LLM) (+ MAGMA adapters). full-finetune: as finetune, plus the vision encoder. ``train_vision`` also
+        unfreezes the encoder in align and finetune.
         """
         if stage not in STAGES:
             raise ValueError(f"--train.stage must be one of {STAGES}, got {stage!r}")
-        self.vision.requires_grad_(train_vision)
+        self.vision.requires_grad_(train_vision or stage == "full-finetune")
         self.projector.requires_grad_(True)
         if stage == "align":
             self.llm.requires_grad_(False)

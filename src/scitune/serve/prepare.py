@@ -75,7 +75,8 @@ class RequestPreparer:
         messages, urls = self._messages(req.messages)
         images = [read_image(url, self.limits, param) for url, param in urls]
         with self._tokenizer_lock:
-            enc = encode_prompt(messages, self.model.tokenizer, self.template, self.slots)
+            slots = self.slots.for_images([im.size for im in images])  # AnyRes: counts follow each image
+            enc = encode_prompt(messages, self.model.tokenizer, self.template, slots)
         if enc.n_images != len(images):  # cannot happen: placeholders in text are refused in _messages
             raise ApiError(400, "image placeholders and images do not match", "invalid_value", "messages")
         prompt_tokens = len(enc.input_ids)

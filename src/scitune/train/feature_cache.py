@@ -65,5 +65,7 @@ def build_vision_side(cfg: ModelConfig, device: str = "cpu") -> tuple[Any, Any, 
     from scitune.model.vision import load_vision_encoder
 
     v = cfg.vision
+    if v.anyres:
+        raise ValueError("the feature cache stores one feature map per image; unset --model.vision.anyres")
     encoder, processor = load_vision_encoder(v.name, v.path, v.feature_layer, v.select, DTYPES[cfg.llm.dtype])
     return encoder.to(device), processor, vision_identity(v)

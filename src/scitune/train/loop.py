@@ -27,7 +27,7 @@ from scitune.model.builders import build_model
 from scitune.model.checkpoint import is_complete, load_model, save_model_files, write_checkpoint
 from scitune.train.distributed import gather_objects, make_accelerator, reduce_sum
 from scitune.train.optim import build_optimizer, build_scheduler
-from scitune.train.stages import prepare_stage
+from scitune.train.stages import prepare_stage, trains_llm, trains_vision
 from scitune.train.state import load_training_state, rng_state, save_training_state
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
     if not cfg.data.train:
         raise ValueError("no training data: set --data.train PATH")
     template = get_template(cfg.data.template)
-    slots = ImageSlots(cfg.model.image_token, model.image_token_id, model.num_image_tokens)
+    count_for_size = model.image_token_count if model.anyres_grids else None  # AnyRes: counts follow the grid
+    slots = ImageSlots(cfg.model.image_token, model.image_token_id, model.num_image_tokens, count_for_size)
     samples, report = validate_file(
         cfg.data.train,
         model.tokenizer,
@@ -103,8 +104,13 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
         from scitune.data.feature_store import FeatureStore
         from scitune.train.feature_cache import model_feature_identity
 
-        if cfg.model.vision.trainable:
-            raise ValueError("--data.feature_cache needs a frozen vision encoder; unset --model.vision.trainable")
+        if trains_vision(cfg.train.stage, cfg.model.vision.trainable):
+            raise ValueError(
+                "--data.feature_cache needs a frozen vision encoder; unset --model.vision.trainable "
+                "(and use --train.stage align or finetune)"
+            )
+        if model.anyres_grids:
+            raise ValueError("--data.feature_cache stores one feature map per image; it cannot serve AnyRes tiles")
         store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model))
     return SupervisedDataset(samples, model.image_processor, store)
 
@@ -283,8 +289,8 @@ class Trainer:
                 save_model_files(
                     m,
                     tmp,
-                    llm_changed=tc.stage == "finetune",
-                    vision_changed=self.cfg.model.vision.trainable,
+                    llm_changed=trains_llm(tc.stage),
+                    vision_changed=trains_vision(tc.stage, self.cfg.model.vision.trainable),
                     state_dict=state_dict,
                 )
                 _fault("SCITUNE_FAULT_IN_SAVE", step)
@@ -309,7 +315,7 @@ class Trainer:
 
 def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
     """The model's inputs of a collated batch, on ``device`` (labels stay where they are)."""
-    keys = ("input_ids", "attention_mask", "pixel_values", "position_ids", "image_features")
+    keys = ("input_ids", "attention_mask", "pixel_values", "position_ids", "image_features", "image_grids")
     return {k: batch[k].to(device) for k in keys if batch.get(k) is not None}
 
 

@@ -1,4 +1,4 @@
-"""AdamW with decay/no-decay groups and the warmup + cosine/linear/constant schedule."""
+"""AdamW with decay/no-decay groups (and a vision-encoder lr) and the warmup + cosine/linear/constant schedule."""
 
 from __future__ import annotations
 
@@ -10,22 +10,33 @@ from torch import nn
 from scitune.config.schema import OptimConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into decayed (matrices) and not decayed (biases, norms)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+def param_groups(model: nn.Module, weight_decay: float, vision_lr: float | None = None) -> list[dict]:
+    """Trainable parameters split into decayed (matrices) and not decayed (biases, norms).
+
+    With ``vision_lr``, the vision encoder's parameters (names under ``vision.``) form their own decayed / not
+    decayed groups at that peak lr, after the other groups (so group 0 keeps the main lr).
+    """
+    decay, no_decay, vision_decay, vision_no_decay = [], [], [], []
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
+        if vision_lr is not None and name.startswith("vision."):
+            (vision_decay if p.ndim >= 2 else vision_no_decay).append(p)
+        else:
+            (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    if vision_decay:
+        groups.append({"params": vision_decay, "weight_decay": weight_decay, "lr": vision_lr})
+    if vision_no_decay:
+        groups.append({"params": vision_no_decay, "weight_decay": 0.0, "lr": vision_lr})
     return groups
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters."""
-    groups = param_groups(model, cfg.weight_decay)
+    """AdamW over the trainable parameters (the vision encoder at ``cfg.vision_lr`` when set)."""
+    groups = param_groups(model, cfg.weight_decay, cfg.vision_lr)
     if not any(g["params"] for g in groups):
         raise ValueError("no trainable parameters: check --train.stage and the model parts")
     kwargs = {"fused": True} if cfg.fused else {}

@@ -1,0 +1,242 @@
+"""AnyRes tiling: grid choice, token counts through tokenization / collation / splice / generation, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from scitune.config.schema import (
+    DataConfig,
+    LlmConfig,
+    ModelConfig,
+    OptimConfig,
+    ProjectorConfig,
+    RunConfig,
+    TrainConfig,
+    VisionConfig,
+)
+from scitune.data.collate import collate
+from scitune.data.dataset import SupervisedDataset, validate_file
+from scitune.data.templates import get_template
+from scitune.data.tokenize import ImageSlots
+from scitune.infer.generate import GenerationConfig, Generator, Prompt
+from scitune.model import load_model, tiny_vlm
+from scitune.model.anyres import image_token_count, parse_grids, select_grid, split_tiles
+from scitune.model.hf_llava import to_hf_llava
+
+GRIDS = ["1x1", "1x2", "2x1", "2x2"]
+TILE_TOKENS = 16  # tiny CLIP: 32 px tiles, patch 8 -> 16 patch tokens
+SIZES = {  # (width, height) -> the grid LLaVA-NeXT's rule picks among GRIDS with 32 px tiles (worked out by hand)
+    (32, 32): (1, 1),  # fits 1x1 exactly; the others only add waste
+    (64, 32): (1, 2),  # wide: 1x2 keeps all 2048 px with no waste (2x2 keeps 2048 but wastes 2048)
+    (32, 64): (2, 1),
+    (64, 64): (2, 2),
+    (100, 30): (1, 2),  # 1x2 and 2x2 both keep 64x19 = 1216 px; 1x2 wastes 832, 2x2 wastes 2880
+    (50, 50): (2, 2),  # 2x2 keeps all 2500 px (scaled up, capped at the original), 1x1/1x2/2x1 keep 1024
+}
+
+
+def _slots(m) -> ImageSlots:
+    return ImageSlots("<image>", m.image_token_id, m.num_image_tokens, m.image_token_count)
+
+
+def _write_records(folder: Path, sizes, colors=("red", "blue", "green", "yellow")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, size in enumerate(sizes):
+        color = colors[i % len(colors)]
+        Image.new("RGB", size, color).save(folder / f"im{i}.png")
+        conv = [{"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": f"It is {color}."}]
+        lines.append({"id": f"s{i}", "image": f"im{i}.png", "conversations": conv})
+    lines.append({"id": "text", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hi."}]})
+    path = folder / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+def test_grid_choice_hand_computed():
+    grids = parse_grids(GRIDS)
+    assert grids == ((1, 1), (1, 2), (2, 1), (2, 2))
+    for size, want in SIZES.items():
+        assert select_grid(size, grids, 32) == want, size
+    # more resolution beats less waste: 128x128 keeps 9216 px on a 3x3 canvas but 1024 on 1x1
+    assert select_grid((128, 128), ((1, 1), (3, 3)), 32) == (3, 3)
+    # equal resolution (40x40 = 1600 px kept on both): the smaller canvas wastes less
+    assert select_grid((40, 40), ((3, 3), (2, 2)), 32) == (2, 2)
+    assert image_token_count((2, 3), 16) == (6 + 1) * 16
+
+
+@pytest.mark.parametrize("bad", [["0x1"], ["2by2"], ["2x"], ["1x1", "1x1"]])
+def test_bad_grids_name_the_flag(bad):
+    with pytest.raises(ValueError, match="--model.vision.anyres"):
+        parse_grids(bad)
+    if bad != ["1x1", "1x1"]:
+        with pytest.raises(ValueError, match="--model.vision.anyres"):
+            VisionConfig(anyres=bad)
+
+
+def test_tiles_are_the_overview_then_the_padded_canvas_row_by_row():
+    im = Image.new("RGB", (64, 32), (0, 0, 0))
+    im.paste((255, 0, 0), (32, 0, 64, 32))  # right half red
+    tiles = split_tiles(im, (1, 2), 32, (1, 2, 3))
+    assert [t.size for t in tiles] == [(32, 32)] * 3
+    assert tiles[1].getpixel((16, 16)) == (0, 0, 0) and tiles[2].getpixel((16, 16)) == (255, 0, 0)
+    tall = split_tiles(Image.new("RGB", (32, 16), (9, 9, 9)), (1, 1), 32, (1, 2, 3))  # padded top and bottom
+    assert tall[1].getpixel((16, 1)) == (1, 2, 3) and tall[1].getpixel((16, 16)) == (9, 9, 9)
+
+
+def test_token_counts_equal_the_tile_grid(tmp_path):
+    m = tiny_vlm(anyres=GRIDS)
+    assert m.num_image_tokens == TILE_TOKENS
+    data = _write_records(tmp_path, list(SIZES))
+    samples, report = validate_file(data, m.tokenizer, get_template("scitune"), _slots(m), max_length=256)
+    assert report.ok, report.summary()
+    ds = SupervisedDataset(samples, m.image_processor)
+    for i, (size, (rows, cols)) in enumerate(SIZES.items()):
+        item = ds[i]
+        n_tokens = int((item["input_ids"] == m.image_token_id).sum())
+        assert n_tokens == (rows * cols + 1) * TILE_TOKENS == m.image_token_count(size)
+        assert item["pixel_values"].shape == (rows * cols + 1, 3, 32, 32)
+        assert item["image_grids"].tolist() == [[rows, cols]]
+    batch = collate([ds[i] for i in range(len(ds))], m.tokenizer.pad_token_id)
+    assert batch["image_grids"].shape == (len(SIZES), 2)
+    out = m(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], image_grids=batch["image_grids"])
+    assert out.logits.shape[:2] == batch["input_ids"].shape
+
+
+def test_without_anyres_nothing_changes(tmp_path):
+    m = tiny_vlm()
+    assert "anyres" not in m.identity["vision"] and m.anyres_grids == ()
+    slots = ImageSlots("<image>", m.image_token_id, m.num_image_tokens)
+    assert slots.for_images([(64, 32)]) is slots
+    out = m.image_processor(images=[Image.new("RGB", (64, 32), "red")], return_tensors="pt")
+    assert "image_grids" not in out and out["pixel_values"].shape == (1, 3, 32, 32)
+    assert m.image_token_count((64, 32)) == 16
+
+
+def test_mixed_batch_forward_backward_and_splice_order(tmp_path):
+    m = tiny_vlm(anyres=GRIDS)
+    data = _write_records(tmp_path, [(32, 32), (64, 64)])
+    samples, report = validate_file(data, m.tokenizer, get_template("scitune"), _slots(m), max_length=256)
+    assert report.ok and len(samples) == 3
+    ds = SupervisedDataset(samples, m.image_processor)
+    batch = collate([ds[0], ds[1], ds[2]], m.tokenizer.pad_token_id)
+    assert batch["pixel_values"].shape[0] == 2 + 5 and batch["image_grids"].tolist() == [[1, 1], [2, 2]]
+    # every tile's projected features land in its own run of image tokens, overview first
+    embeds = m.embed(batch["input_ids"], batch["pixel_values"], image_grids=batch["image_grids"])
+    feats = m.encode_images(batch["pixel_values"]).reshape(-1, embeds.shape[-1])
+    assert torch.allclose(embeds[batch["input_ids"] == m.image_token_id], feats)
+    m.set_trainable("finetune")
+    out = m(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], image_grids=batch["image_grids"])
+    labels = batch["labels"]
+    loss = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100
+    )
+    loss.backward()
+    assert m.projector.linear_1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.vision.parameters())
+    alone = m(ds[0]["input_ids"][None], pixel_values=ds[0]["pixel_values"]).logits[0]
+    assert torch.allclose(out.logits[0, : len(alone)], alone, atol=1e-5)  # right padding: the row is unchanged
+    with pytest.raises(ValueError, match="need 5 tiles"):
+        m.embed(batch["input_ids"], batch["pixel_values"], image_grids=torch.tensor([[1, 1], [1, 2]]))
+    with pytest.raises(ValueError, match="tiles x 16 tokens"):
+        m.embed(batch["input_ids"], batch["pixel_values"][:-1])
+
+
+def test_generation_with_anyres_kv_cache_and_batching():
+    m = tiny_vlm(anyres=GRIDS)
+    imgs = [Image.new("RGB", size, c) for size, c in zip(SIZES, ("red", "blue", "green", "white"))]
+    prompts = [Prompt.single("What is shown?", [im]) for im in imgs]
+    prompts.append(Prompt.single("Two images", imgs[:2]))
+    prompts.append(Prompt.single("A text-only prompt"))
+    g = Generator(m)
+    cfg = GenerationConfig(max_new_tokens=6)
+    batched = g.generate(prompts, cfg)
+    assert batched == g.generate(prompts, cfg, use_cache=False)
+    assert batched == [g.generate([p], cfg)[0] for p in prompts]
+    with pytest.raises(ValueError, match="only 1 image"):
+        g.generate([Prompt.single("<image> and <image>", imgs[:1])], cfg)
+
+
+def test_export_and_feature_cache_refuse_anyres(tiny_base):
+    with pytest.raises(ValueError, match="AnyRes"):
+        to_hf_llava(tiny_vlm(anyres=["1x1"]))
+    from scitune.train.feature_cache import build_vision_side
+
+    cfg = ModelConfig(vision=VisionConfig(name="clip", path=tiny_base["vision"], anyres=["1x1", "2x2"]))
+    with pytest.raises(ValueError, match="anyres"):
+        build_vision_side(cfg)
+
+
+@pytest.fixture
+def _fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def test_tiny_align_run_with_anyres_trains_and_reloads(tmp_path, tiny_base, _fresh_accelerate_state):
+    from scitune.train.loop import Trainer
+
+    sizes = [(32, 32), (64, 32), (32, 64), (64, 64), (100, 30), (50, 50), (48, 40)]
+    data = _write_records(tmp_path / "data", sizes)
+    cfg = RunConfig(
+        model=ModelConfig(
+            vision=VisionConfig(name="clip", path=tiny_base["vision"], anyres=GRIDS),
+            projector=ProjectorConfig("mlp2x-gelu"),
+            llm=LlmConfig(path=tiny_base["llm"]),
+        ),
+        data=DataConfig(train=str(data), max_length=256),
+        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0, schedule="constant"),
+        train=TrainConfig(
+            stage="align",
+            out_dir=str(tmp_path / "run"),
+            epochs=3,
+            global_batch_size=4,
+            micro_batch_size=2,
+            progress=False,
+        ),  # fmt: skip
+    )
+    trainer = Trainer(cfg)
+    result = trainer.run()
+    assert result.steps == 6 and result.losses[-1] < result.losses[0]
+    meta = json.loads((Path(result.final_checkpoint) / "scitune.json").read_text())
+    assert meta["vision"]["anyres"] == GRIDS and meta["num_image_tokens"] == TILE_TOKENS
+    trained = trainer.acc.unwrap_model(trainer.model).eval()
+    loaded = load_model(result.final_checkpoint)
+    assert loaded.anyres_grids == trained.anyres_grids and loaded.image_token_count((64, 32)) == 48
+    samples, _ = validate_file(data, loaded.tokenizer, get_template("scitune"), _slots(loaded), max_length=256)
+    ds = SupervisedDataset(samples, loaded.image_processor)
+    batch = collate([ds[i] for i in range(len(ds))], loaded.tokenizer.pad_token_id)
+    args = (batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+    with torch.no_grad():
+        assert torch.equal(trained(*args).logits, loaded(*args).logits)
+
+
+def test_served_request_gets_the_same_tokens_and_tiles_as_offline():
+    import base64
+    import io
+
+    from scitune.data.conversation import Message
+    from scitune.serve.config import ServeConfig
+    from scitune.serve.prepare import RequestPreparer
+    from scitune.serve.schema import ChatCompletionRequest
+
+    m = tiny_vlm(anyres=GRIDS)
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 32), "red").save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What?"}]
+    req = ChatCompletionRequest.model_validate({"model": "tiny", "messages": [{"role": "user", "content": content}]})
+    job = RequestPreparer(m, ServeConfig(checkpoint="unused"), "tiny").prepare(req).job
+    offline = Generator(m)._batch([Prompt([Message("user", "<image>\nWhat?")], [Image.open(buf).convert("RGB")])])
+    assert job.input_ids == offline["input_ids"][0].tolist()
+    assert job.input_ids.count(m.image_token_id) == 48 and job.pixel_values.shape[0] == 3  # 1x2 grid + overview
