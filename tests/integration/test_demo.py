@@ -114,3 +114,19 @@ def test_zero_shot_accepts_a_folder_or_a_loaded_model(tmp_path):
     assert sims.shape == (3, 2)
     with pytest.raises(ValueError, match="needs a"):
         zero_shot_figure_types(str(tmp_path), images, names, prompt="no slot")
+
+
+def test_ablation_reports_both_variants_and_fewshot_vqa_rows(tmp_path):
+    """`--ablation`: stage 1 with C and CTOM through stage 2, plus 0/1/2-shot VQA rows with and without images."""
+    out = tmp_path / "ablation"
+    run = demo(out, "--ablation")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in ("6-align-C", "7-finetune-C"):
+        assert f"[done] {name}" in run.stdout
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert set(results) == {"zero_shot", "CTOM", "C"}
+    rows = {"0-shot", "1-shot", "2-shot", "blind-0-shot", "blind-1-shot", "blind-2-shot"}
+    for v in ("CTOM", "C"):
+        assert set(results[v]["vqa"]) == rows and all(0 <= x <= 100 for x in results[v]["vqa"].values())
+    report = (out / "report.md").read_text()
+    assert "## Ablation: stage-1 variant" in report and "Few-shot VQA" in report and "| C |" in report

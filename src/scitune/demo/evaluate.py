@@ -219,3 +219,12 @@ def load_split(root: Path, split: str) -> tuple[list[dict[str, Any]], dict[str, 
     problems = read_json(root / "scienceqa" / "problems.json")
     pids = read_json(root / "scienceqa" / "pid_splits.json")[split]
     return records, problems, pids
+
+
+def fewshot_rows(model: Any, sqa_root: Path, limit: int, progress: bool) -> dict[str, float]:
+    """Few-shot VQA (``[image] Q: q A:``, 0/1/2 shots from train, blind rows without images) on SciFig test."""
+    from scitune.eval.vqa import fewshot_vqa_rows, load_vqa
+
+    items = [x for x in load_vqa(sqa_root, split="test") if x.image][:limit]
+    support = [x for x in load_vqa(sqa_root, split="train") if x.image]
+    return fewshot_vqa_rows(model, items, support, shots=(0, 1, 2), blind=True, progress=progress)

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from scitune.demo.runner import Demo
 
 ZERO_SHOT_PROMPTS = ("a {}", "a {} from a scientific paper")
+VQA_QUESTIONS = 120
+"""Test image questions in the ablation's few-shot VQA rows (0/1/2 shots, each with and without images)."""
 """Prompt templates of the CLIP zero-shot baseline."""
 
 
@@ -267,6 +269,8 @@ def evaluate(demo: Demo) -> dict[str, Any]:
         model = load_model(demo.path("runs", f"finetune-{v}", "final"))
         answers = ev.answer_mcqs(model, root / "scienceqa", pids, problems, s.prompt_format, s.answer_tokens, p)
         results[v] = {"stage1": stage1, "mcq": ev.score_mcqs(problems, pids, answers), "answers": answers}
+        if demo.cfg.ablation:  # seed 003's few-shot protocol on SciFig questions, with and without the images
+            results[v]["vqa"] = ev.fewshot_rows(model, root / "scienceqa", VQA_QUESTIONS, p)
     write_json(demo.path("eval", "results.json"), results)
     main = results["CTOM"]
     zs = max(z["acc"] for z in results["zero_shot"].values())
