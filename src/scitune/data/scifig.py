@@ -7,6 +7,7 @@ the on-disk layout (in parallel) and the preview gallery.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,39 @@ _GRADES = {"Figure types": (6, 9), "Reading line graphs": (4, 8), "Reading scatt
 _PRACTICES = ("natural science", "science-and-engineering-practices")
 
 
+# Question kinds, by the question's wording (the templates below write these).
+QUESTION_KINDS: tuple[tuple[str, str], ...] = (
+    ("figure-type", r"^Which type of figure is shown\?"),
+    ("figure-choice", r"^Which type of figure is best for"),
+    ("trend", r"^Which trend does the plotted curve"),
+    ("trend-labelled", r"^Which trend does the curve labelled"),
+    ("count-curves", r"^How many curves"),
+    ("count-groups", r"^How many groups of points"),
+    ("count-bars", r"^How many bars"),
+    ("count-nodes", r"^How many nodes"),
+    ("count-equations", r"^How many numbered equations"),
+    ("curve-color", r"^What color is the curve"),
+    ("point-color", r"^What color are the points"),
+    ("bar-color", r"^What color are the bars"),
+    ("bar-color-labelled", r"^What color is the bar for"),
+    ("correlation", r"^Which kind of correlation"),
+    ("tallest-shortest-bar", r"^Which bar is the (tallest|shortest)"),
+    ("hub-node", r"^Which node has the most connections"),
+    ("arrow-target", r"^Which node does the arrow"),
+    ("equation-lhs", r"^Which quantity is on the left-hand side"),
+    ("equation-function", r"^Which function appears"),
+)
+GLANCE_KINDS: tuple[str, ...] = ("figure-type", "trend", "count-curves", "count-groups", "count-bars",
+                                 "count-nodes", "count-equations", "bar-color", "correlation")  # fmt: skip
+"""Kinds answerable from shapes, colours and counts alone, without reading any text in the figure (the others
+need a legend entry, a bar or node label or an equation read, which a low-resolution image does not show)."""
+
+
+def question_kind(question: str) -> str:
+    """The kind (a `QUESTION_KINDS` name) of a SciFig question, or ``other``."""
+    return next((k for k, pat in QUESTION_KINDS if re.search(pat, question)), "other")
+
+
 @dataclass
 class SciFigConfig:
     """What `generate_scifig` builds; the manifest stores it and a rerun with an equal config does nothing."""
@@ -74,6 +108,8 @@ class SciFigConfig:
     """Image questions per figure, of distinct kinds; 2 figures in 7 also give one text-only question."""
     types: tuple[str, ...] = FIGURE_TYPES
     """Figure types to draw, cycled through so that every split is balanced."""
+    kinds: tuple[str, ...] = ()
+    """Image-question kinds to ask (`QUESTION_KINDS` names, e.g. `GLANCE_KINDS`); empty = every kind."""
 
     def __post_init__(self) -> None:
         self.types = tuple(self.types)
@@ -84,6 +120,10 @@ class SciFigConfig:
             raise ValueError("n_train, n_val and n_test must be >= 0")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        self.kinds = tuple(self.kinds)
+        unknown_kinds = sorted(set(self.kinds) - {k for k, _ in QUESTION_KINDS})
+        if unknown_kinds:
+            raise ValueError(f"kinds: unknown {unknown_kinds}; known: {[k for k, _ in QUESTION_KINDS]}")
         if self.seed < 0 or self.questions_per_figure < 0:
             raise ValueError("seed and questions_per_figure must be >= 0")
 
@@ -401,7 +441,7 @@ def _no_context_question(s: dict[str, Any], rng: np.random.Generator) -> dict[st
     return qs[0]
 
 
-def make_questions(figure: SciFigFigure, n: int = 1) -> dict[str, dict[str, Any]]:
+def make_questions(figure: SciFigFigure, n: int = 1, kinds: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """ScienceQA-schema problems (pid -> problem) about ``figure``, seeded by its (seed, split, index).
 
     Args:
@@ -409,12 +449,15 @@ def make_questions(figure: SciFigFigure, n: int = 1) -> dict[str, dict[str, Any]
         n: image questions (pids ``<id>-q<j>``) of distinct kinds, fewer if the figure supports fewer. Figures with
             index % 7 == 3 also get a text-context question (``<id>-txt``: image None, data in the hint) and those
             with index % 7 == 6 a no-context one (``<id>-no``: image None, hint "").
+        kinds: ask only image questions of these kinds (empty = any kind).
     """
     s, split, index = figure.meta, figure.split, figure.meta["index"]
     rng = figure_rng(figure.meta["seed"], split, index, stream=1)
-    kinds = _image_questions(s, rng)
-    picks = rng.choice(len(kinds), size=min(n, len(kinds)), replace=False)
-    chosen = [(f"{figure.id}-q{j}", kinds[int(i)], "", True) for j, i in enumerate(picks)]
+    candidates = _image_questions(s, rng)
+    if kinds:
+        candidates = [q for q in candidates if question_kind(q["question"]) in kinds]
+    picks = rng.choice(len(candidates), size=min(n, len(candidates)), replace=False)
+    chosen = [(f"{figure.id}-q{j}", candidates[int(i)], "", True) for j, i in enumerate(picks)]
     if index % _TXT_EVERY in (_TXT_AT, _NO_AT):
         txt = _text_question(s, rng) if index % _TXT_EVERY == _TXT_AT else None
         hint, q = txt if txt else ("", _no_context_question(s, rng))

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from scitune.data import scifig
 from scitune.io import DataError, atomic_path, read_json, write_json, write_jsonl
 
-Task = tuple[int, str, int, str, int, int]  # (seed, split, index, figure type, image size, questions per figure)
+Task = tuple[int, str, int, str, int, int, list[str]]  # (seed, split, index, type, image size, questions, kinds)
 
 
 def split_counts(n: int) -> dict[str, int]:
@@ -31,11 +31,11 @@ def split_counts(n: int) -> dict[str, int]:
 
 def render_to_disk(task: Task, out: Path) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
     """Draw one figure and its questions, write ``out/images/<id>.png``; return its id, record and problems."""
-    seed, split, index, figure_type, image_size, n_questions = task
+    seed, split, index, figure_type, image_size, n_questions, kinds = task
     fig = scifig.make_figure(seed, index, split, figure_type, image_size)
     with atomic_path(out / "images" / f"{fig.id}.png") as tmp:
         fig.image.save(tmp, format="PNG")
-    return fig.id, fig.to_record(), scifig.make_questions(fig, n_questions)
+    return fig.id, fig.to_record(), scifig.make_questions(fig, n_questions, tuple(kinds))
 
 
 def _lines(path: Path) -> int:
@@ -124,14 +124,15 @@ def _existing_manifest(path: Path, wanted: dict[str, Any]) -> dict[str, Any] | N
 def write_scifig(out_dir: str | os.PathLike[str], config: scifig.SciFigConfig, progress: bool, workers: int) -> dict:
     """`scifig.generate_scifig`: render every figure (``workers`` processes) and write the layout in order."""
     out = Path(out_dir)
-    wanted = {**asdict(config), "types": list(config.types)}
+    wanted = {**asdict(config), "types": list(config.types), "kinds": list(config.kinds)}
     manifest_path = out / "manifest.json"
     old = _existing_manifest(manifest_path, wanted)
     if old is not None:
         return old
     counts = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
     tasks = [(config.seed, split, i, config.types[i % len(config.types)], config.image_size,
-              config.questions_per_figure) for split in scifig.SPLITS for i in range(counts[split])]  # fmt: skip
+              config.questions_per_figure, list(config.kinds))
+             for split in scifig.SPLITS for i in range(counts[split])]  # fmt: skip
     problems: dict[str, dict[str, Any]] = {}
     pid_splits: dict[str, list[str]] = {s: [] for s in scifig.SPLITS}
     type_counts = {s: dict.fromkeys(config.types, 0) for s in scifig.SPLITS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from scitune.data.scifig import GLANCE_KINDS
 from scitune.pretrain.clip import ClipPretrainConfig
 from scitune.pretrain.lm import LmPretrainConfig
 
@@ -56,6 +57,8 @@ class DemoSize:
     """SciFig test figures (figure type, captions, MCQs)."""
     questions_per_figure: int = 2
     """Image MCQs per figure (of distinct kinds)."""
+    kinds: tuple[str, ...] = GLANCE_KINDS
+    """SciFig question kinds: those a 64-pixel figure answers without reading its text (empty = all kinds)."""
     image_size: int = 64
     """SciFig image side in pixels."""
     vocab_size: int = 1536

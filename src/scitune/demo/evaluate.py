@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from scitune.data.converters.scicap import QUESTIONS
+from scitune.data.scifig import question_kind as scifig_kind
 from scitune.eval.figure_type import FIGURE_TYPES, locate_figure_type, score_figure_types
 from scitune.eval.metrics import caption_scores, first_sentence
 from scitune.io import read_json
@@ -19,33 +20,13 @@ from scitune.io import read_json
 DESCRIBE = QUESTIONS[0]
 """The stage-1 test question ("Describe the following image in detail."), one of the 16 it was trained with."""
 
-# Question kinds of SciFig's MCQs, by the question's wording (scitune.data.scifig writes these templates).
-_KINDS: tuple[tuple[str, str], ...] = (
-    ("figure-type", r"^Which type of figure is shown\?"),
-    ("figure-choice", r"^Which type of figure is best for"),
-    ("trend", r"^Which trend does"),
-    ("count-curves", r"^How many curves"),
-    ("count-groups", r"^How many groups of points"),
-    ("count-bars", r"^How many bars"),
-    ("count-nodes", r"^How many nodes"),
-    ("count-equations", r"^How many numbered equations"),
-    ("curve-color", r"^What color is the curve"),
-    ("point-color", r"^What color are the points"),
-    ("bar-color", r"^What color (are the bars|is the bar for)"),
-    ("correlation", r"^Which kind of correlation"),
-    ("tallest-shortest-bar", r"^Which bar is the (tallest|shortest)"),
-    ("hub-node", r"^Which node has the most connections"),
-    ("arrow-target", r"^Which node does the arrow"),
-    ("equation-lhs", r"^Which quantity is on the left-hand side"),
-    ("equation-function", r"^Which function appears"),
-)
 TYPE_ONLY_KINDS = frozenset({"figure-type", "figure-choice"})
 """Kinds answerable from the figure type alone (left out of the headline figure-reading accuracy)."""
 
 
 def question_kind(problem: dict[str, Any]) -> str:
     """The kind of a SciFig MCQ (``text-<kind>`` when its data is given in the text instead of an image)."""
-    kind = next((k for k, pat in _KINDS if re.search(pat, problem["question"])), "other")
+    kind = scifig_kind(problem["question"])
     if problem.get("image") is None and problem.get("hint") and kind != "figure-choice":
         return "text-" + ("compare" if kind == "other" else kind)
     return kind

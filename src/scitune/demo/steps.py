@@ -68,7 +68,7 @@ def make_data(demo: Demo) -> dict[str, Any]:
 
     s = demo.size
     cfg = SciFigConfig(n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, image_size=s.image_size,
-                       seed=demo.cfg.seed, questions_per_figure=s.questions_per_figure)  # fmt: skip
+                       seed=demo.cfg.seed, questions_per_figure=s.questions_per_figure, kinds=s.kinds)  # fmt: skip
     manifest = generate_scifig(demo.path("scifig"), cfg, progress=demo.cfg.progress)
     note = run_ocr(demo)
     counts, probs = manifest["counts"], manifest["problems"]

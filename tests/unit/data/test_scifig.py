@@ -312,3 +312,20 @@ def test_split_counts_and_gallery(tmp_path):
         # the first cell of the Bar Chart row is train figure 4 of seed 0, unscaled
         cell = np.asarray(im.convert("RGB"))[8 + 4 * 48 : 8 + 4 * 48 + 40, 158:198]
     assert np.array_equal(cell, np.asarray(make_figure(0, 4, "train", "Bar Chart", 40).image))
+
+
+def test_kinds_filter_asks_only_those_kinds_and_is_checked():
+    from scitune.data.scifig import GLANCE_KINDS, QUESTION_KINDS, make_figure, make_questions, question_kind
+
+    assert set(GLANCE_KINDS) <= {k for k, _ in QUESTION_KINDS}
+    seen = set()
+    for i in range(10):
+        fig = make_figure(0, i, "train", FIGURE_TYPES[i % 5], 64)
+        for prob in make_questions(fig, 3, GLANCE_KINDS).values():
+            if prob["image"]:
+                seen.add(question_kind(prob["question"]))
+        every = {question_kind(p["question"]) for p in make_questions(fig, 9).values() if p["image"]}
+        assert "other" not in every  # every template has a kind
+    assert seen <= set(GLANCE_KINDS) and len(seen) >= 5
+    with pytest.raises(ValueError, match="unknown"):
+        SciFigConfig(kinds=("no-such-kind",))
