@@ -92,6 +92,14 @@ def _scifig_parser() -> ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="base seed: the same seed gives the same files")
     f.add_argument("--image_size", type=int, default=224, help="side of the square PNG images")
     f.add_argument("--questions_per_figure", type=int, default=1, help="multiple-choice image questions per figure")
+    f.add_argument(
+        "--kinds",
+        type=list[str],
+        default=[],
+        help="image-question kinds to ask (default: all; e.g. "
+        "the demo's: figure-type,trend,count-curves,count-groups,count-bars,count-nodes,count-equations,"
+        "bar-color,correlation)",
+    )
     f.add_argument("--workers", type=int, default=2, help="rendering processes (the files do not depend on it)")
     f.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a grid of each figure type")
     f.add_argument("--preview_per_type", type=int, default=4, help="figures per type in the preview grid")
@@ -105,7 +113,8 @@ def _scifig(args: Any) -> int:
 
     counts = split_counts(args.n)
     config = SciFigConfig(n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
-                          image_size=args.image_size, seed=args.seed, questions_per_figure=args.questions_per_figure)  # fmt: skip
+                          image_size=args.image_size, seed=args.seed, questions_per_figure=args.questions_per_figure,
+                          kinds=tuple(args.kinds))  # fmt: skip
     manifest = generate_scifig(args.out, config, progress=not args.no_progress, workers=args.workers)
     if args.preview:
         path = Path(args.out) / "preview.png"
