@@ -49,16 +49,20 @@ class StageSize:
 class DemoSize:
     """How big each part of the demo is."""
 
-    n_train: int = 1000
+    n_train: int = 2000
     """SciFig train figures."""
     n_val: int = 100
     """SciFig val figures (not trained on; the CLIP's held-out retrieval is measured on them)."""
     n_test: int = 200
     """SciFig test figures (figure type, captions, MCQs)."""
-    questions_per_figure: int = 2
-    """Image MCQs per figure (of distinct kinds)."""
-    kinds: tuple[str, ...] = GLANCE_KINDS
-    """SciFig question kinds: those a 64-pixel figure answers without reading its text (empty = all kinds)."""
+    questions_per_figure: int = 3
+    """Image MCQs per figure (of distinct kinds; fewer where a figure supports fewer of the asked kinds)."""
+    kinds: tuple[str, ...] = tuple(k for k in GLANCE_KINDS if k != "figure-type")
+    """SciFig question kinds: those a 64-pixel figure answers without reading its text, less the figure type (stage
+    1 teaches and tests it) (empty = all kinds)."""
+    lm_mcq_dialogues: bool = False
+    """Also pretrain the micro LM on the train MCQs as text-only dialogues (it then learns to answer them blind
+    before stage 2 shows it the figures). Off: it reads the lectures and solutions as plain text only."""
     image_size: int = 64
     """SciFig image side in pixels."""
     vocab_size: int = 1536
@@ -71,8 +75,8 @@ class DemoSize:
     """patch | cls_patch."""
     projector: str = "mlp2x-gelu"
     """Connector registry key."""
-    align: StageSize = field(default_factory=lambda: StageSize(epochs=1.0, batch=16, lr=2e-3))
-    finetune: StageSize = field(default_factory=lambda: StageSize(epochs=2.0, batch=16, lr=1e-3))
+    align: StageSize = field(default_factory=lambda: StageSize(epochs=2.0, batch=16, lr=2e-3))
+    finetune: StageSize = field(default_factory=lambda: StageSize(epochs=3.0, batch=16, lr=1e-3))
     prompt_format: str = "QCM-EA"
     """ScienceQA prompt format of stage 2 (and the input half of the test prompt). EA: the solution, which ends by
     naming the answer, then ``The answer is X.``"""

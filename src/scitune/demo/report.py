@@ -248,8 +248,11 @@ def write_report(demo: Demo, records: dict[str, Any]) -> Path:
 NOTES = [
     "- Models: the micro CLIP and the micro LM are pretrained here from random weights (steps 3-4), saved as "
     "Hugging Face folders and loaded by `--model.vision.path` / `--model.llm.path` like downloaded weights.",
-    "- Stage 1 (align) trains the connector only; stage 2 (finetune) trains the connector and the LM; the vision "
-    "encoder stays frozen. Both run scitune's training loop (`scitune.train.loop.train`).",
+    "- Stage 1 (align) trains the connector only; stage 2 (finetune) trains the connector and the LM, and here the "
+    "micro vision encoder too (`--model.vision.trainable`; it was pretrained on captions only). Both run scitune's "
+    "training loop (`scitune.train.loop.train`).",
+    "- MCQs: SciFig asks only kinds a 64-pixel figure answers without reading its text (counts, colours, trends, "
+    "correlation); the explanation-first format (QCM-EA) lets the model name its answer before the letter.",
     "- Figure type: the type named first in the stage-1 model's description (prompt: the first of the 16 SciTune "
     "questions). Zero-shot: the micro CLIP's image-text similarity to each prompt with the type name.",
     "- Blind: the same stage-2 model with every figure replaced by a blank white image of the same size.",

@@ -167,9 +167,12 @@ def lm_corpus(demo: Demo, tokenizer: Any) -> list[Any]:
 
     root = demo.path("scifig", "scienceqa")
     figures, _ = build_records(load_scicap(scicap_source(demo, "train")), "CTOM", demo.cfg.seed)
+    corpus = _corpus(demo.path("scifig"))
+    if not demo.size.lm_mcq_dialogues:  # the MCQs are stage 2's to learn, with their figures
+        return chat_documents(figures, tokenizer) + corpus["lectures"] + corpus["solutions"]
     sqa = load_scienceqa(root / "problems.json", root / "pid_splits.json", "train")
     mcqs = convert_scienceqa(sqa.problems, sqa.pids, demo.size.prompt_format)
-    return chat_documents(figures + mcqs, tokenizer) + _corpus(demo.path("scifig"))["lectures"]
+    return chat_documents(figures + mcqs, tokenizer) + corpus["lectures"]
 
 
 def make_lm(demo: Demo) -> dict[str, Any]:
