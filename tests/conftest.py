@@ -84,3 +84,62 @@ def make_color_records(folder: Path, n: int = 16, seed: int = 0) -> Path:
 @pytest.fixture
 def color_data(tmp_path) -> Path:
     return make_color_records(tmp_path / "data")
+
+
+def tiny_run_config(
+    base: dict[str, str],
+    train: str | Path,
+    out_dir: str | Path,
+    stage: str = "align",
+    projector: str = "mlp2x-gelu",
+    vision: dict | None = None,
+    data: dict | None = None,
+    optim: dict | None = None,
+    **train_opts,
+):
+    """A `RunConfig` on the `tiny_base` models: max_length 256, lr 1e-2 without warmup, global batch 4 in micro
+    batches of 2, no progress bar; ``vision`` / ``data`` / ``optim`` / ``train_opts`` override those sections."""
+    from scitune.config.schema import (
+        DataConfig,
+        LlmConfig,
+        ModelConfig,
+        OptimConfig,
+        ProjectorConfig,
+        RunConfig,
+        TrainConfig,
+        VisionConfig,
+    )
+
+    return RunConfig(
+        model=ModelConfig(
+            vision=VisionConfig(name="clip", path=base["vision"], **(vision or {})),
+            projector=ProjectorConfig(projector),
+            llm=LlmConfig(path=base["llm"]),
+        ),
+        data=DataConfig(train=str(train), **{"max_length": 256, **(data or {})}),
+        optim=OptimConfig(**{"lr": 1e-2, "warmup_ratio": 0.0, **(optim or {})}),
+        train=TrainConfig(
+            **{
+                "stage": stage,
+                "out_dir": str(out_dir),
+                "global_batch_size": 4,
+                "micro_batch_size": 2,
+                "progress": False,
+                **train_opts,
+            }  # fmt: skip
+        ),
+    )
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; an in-process training run starts from a clean one and leaves one."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    def reset():
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+    reset()
+    yield
+    reset()

@@ -9,14 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny_run_config
 from scitune.config.schema import (
-    DataConfig,
-    LlmConfig,
     ModelConfig,
-    OptimConfig,
-    ProjectorConfig,
-    RunConfig,
-    TrainConfig,
     VisionConfig,
 )
 from scitune.data.collate import collate
@@ -172,39 +167,13 @@ def test_export_and_feature_cache_refuse_anyres(tiny_base):
         build_vision_side(cfg)
 
 
-@pytest.fixture
-def _fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def test_tiny_align_run_with_anyres_trains_and_reloads(tmp_path, tiny_base, _fresh_accelerate_state):
+def test_tiny_align_run_with_anyres_trains_and_reloads(tmp_path, tiny_base, fresh_accelerate_state):
     from scitune.train.loop import Trainer
 
     sizes = [(32, 32), (64, 32), (32, 64), (64, 64), (100, 30), (50, 50), (48, 40)]
     data = _write_records(tmp_path / "data", sizes)
-    cfg = RunConfig(
-        model=ModelConfig(
-            vision=VisionConfig(name="clip", path=tiny_base["vision"], anyres=GRIDS),
-            projector=ProjectorConfig("mlp2x-gelu"),
-            llm=LlmConfig(path=tiny_base["llm"]),
-        ),
-        data=DataConfig(train=str(data), max_length=256),
-        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0, schedule="constant"),
-        train=TrainConfig(
-            stage="align",
-            out_dir=str(tmp_path / "run"),
-            epochs=3,
-            global_batch_size=4,
-            micro_batch_size=2,
-            progress=False,
-        ),  # fmt: skip
-    )
+    cfg = tiny_run_config(tiny_base, data, tmp_path / "run", vision={"anyres": GRIDS}, optim={"schedule": "constant"},
+                          epochs=3)  # fmt: skip
     trainer = Trainer(cfg)
     result = trainer.run()
     assert result.steps == 6 and result.losses[-1] < result.losses[0]

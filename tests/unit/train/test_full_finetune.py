@@ -8,53 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_run_config
 from scitune.cli.common import run_parser
 from scitune.config.schema import (
-    DataConfig,
-    LlmConfig,
     LoraConfig,
-    ModelConfig,
     OptimConfig,
-    ProjectorConfig,
     RunConfig,
     TrainConfig,
-    VisionConfig,
 )
 from scitune.model import load_model, tiny_vlm
 from scitune.train.optim import build_optimizer, build_scheduler
 from scitune.train.stages import STAGE_TRAINS, prepare_stage
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """accelerate keeps one process-wide state; each in-process run starts from a clean one."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _cfg(tmp_path: Path, base: dict, data: Path, stage: str, vision_lr: float | None = None, **vision) -> RunConfig:
-    return RunConfig(
-        model=ModelConfig(
-            vision=VisionConfig(name="clip", path=base["vision"], **vision),
-            projector=ProjectorConfig("mlp2x-gelu"),
-            llm=LlmConfig(path=base["llm"]),
-        ),
-        data=DataConfig(train=str(data), max_length=256),
-        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0, vision_lr=vision_lr),
-        train=TrainConfig(
-            stage=stage,
-            out_dir=str(tmp_path / stage),
-            max_steps=1,
-            global_batch_size=4,
-            micro_batch_size=2,
-            progress=False,
-        ),  # fmt: skip
-    )
+    return tiny_run_config(base, data, tmp_path / stage, stage, vision=vision, optim={"vision_lr": vision_lr},
+                           max_steps=1)  # fmt: skip
 
 
 def _run(cfg: RunConfig):

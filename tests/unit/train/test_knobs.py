@@ -8,16 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scitune.config.schema import (
-    DataConfig,
-    LlmConfig,
-    ModelConfig,
-    OptimConfig,
-    ProjectorConfig,
-    RunConfig,
-    TrainConfig,
-    VisionConfig,
-)
+from conftest import tiny_run_config
 from scitune.data.dataset import SupervisedDataset
 from scitune.train.loop import train
 
@@ -26,41 +17,12 @@ def run(
     tmp_path: Path, base: dict, data: Path, name: str, data_opts=None, optim_opts=None, **train_opts
 ) -> list[float]:
     """Losses of a short finetune run (16 samples, global batch 4, micro 2: 4 steps an epoch) on the tiny model."""
-    cfg = RunConfig(
-        model=ModelConfig(
-            vision=VisionConfig(name="clip", path=base["vision"]),
-            projector=ProjectorConfig("mlp2x-gelu"),
-            llm=LlmConfig(path=base["llm"]),
-        ),
-        data=DataConfig(train=str(data), max_length=256, **(data_opts or {})),
-        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0, **(optim_opts or {})),
-        train=TrainConfig(
-            **{
-                "stage": "finetune",
-                "out_dir": str(tmp_path / name),
-                "epochs": 1,
-                "global_batch_size": 4,
-                "micro_batch_size": 2,
-                "progress": False,
-                **train_opts,
-            }
-        ),
-    )
+    cfg = tiny_run_config(base, data, tmp_path / name, "finetune", data=data_opts, optim=optim_opts,
+                          **{"epochs": 1, **train_opts})  # fmt: skip
     return train(cfg).losses
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """accelerate keeps one process-wide state: a run with another precision needs it cleared (as its own tests do)."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    def reset():
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
-
-    reset()
-    yield
-    reset()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # runs with other precisions need a clean state
 
 
 @pytest.fixture(scope="module")

@@ -64,35 +64,10 @@ def test_packed_equals_unpacked_loss_and_gradients(tmp_path, color_data):
 
 
 def _run(tmp_path, tiny_base, color_data, name, **data_opts):
-    from scitune.config.schema import (
-        DataConfig,
-        LlmConfig,
-        ModelConfig,
-        OptimConfig,
-        ProjectorConfig,
-        RunConfig,
-        TrainConfig,
-        VisionConfig,
-    )
+    from conftest import tiny_run_config
     from scitune.train.loop import train
 
-    cfg = RunConfig(
-        model=ModelConfig(
-            vision=VisionConfig(name="clip", path=tiny_base["vision"]),
-            projector=ProjectorConfig("mlp2x-gelu"),
-            llm=LlmConfig(path=tiny_base["llm"]),
-        ),
-        data=DataConfig(train=str(color_data), max_length=256, **data_opts),
-        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
-        train=TrainConfig(
-            stage="align",
-            out_dir=str(tmp_path / name),
-            epochs=2,
-            global_batch_size=4,
-            micro_batch_size=2,
-            progress=False,
-        ),
-    )
+    cfg = tiny_run_config(tiny_base, color_data, tmp_path / name, data=data_opts, epochs=2)
     return train(cfg).losses
 
 

@@ -165,38 +165,13 @@ def test_group_by_length_sorts_within_megabatches():
 def test_finetune_checkpoint_reloads_to_the_trained_model(tmp_path, tiny_base, color_data, lora_r):
     import torch
 
-    from scitune.config.schema import (
-        DataConfig,
-        LlmConfig,
-        LoraConfig,
-        ModelConfig,
-        OptimConfig,
-        ProjectorConfig,
-        RunConfig,
-        TrainConfig,
-        VisionConfig,
-    )
+    from conftest import tiny_run_config
+    from scitune.config.schema import LoraConfig
     from scitune.model import load_model
     from scitune.train.loop import Trainer
 
-    cfg = RunConfig(
-        model=ModelConfig(
-            vision=VisionConfig(name="clip", path=tiny_base["vision"]),
-            projector=ProjectorConfig("linear"),
-            llm=LlmConfig(path=tiny_base["llm"]),
-        ),
-        data=DataConfig(train=str(color_data), max_length=256),
-        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
-        train=TrainConfig(
-            stage="finetune",
-            out_dir=str(tmp_path / "run"),
-            epochs=2,
-            global_batch_size=4,
-            micro_batch_size=4,
-            progress=False,
-            lora=LoraConfig(r=lora_r, alpha=8, dropout=0.0),
-        ),
-    )
+    cfg = tiny_run_config(tiny_base, color_data, tmp_path / "run", "finetune", "linear", epochs=2, micro_batch_size=4,
+                          lora=LoraConfig(r=lora_r, alpha=8, dropout=0.0))  # fmt: skip
     trainer = Trainer(cfg)
     result = trainer.run()
     assert result.losses[-1] < result.losses[0]
