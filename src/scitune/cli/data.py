@@ -164,15 +164,9 @@ def _cache_parser() -> ArgumentParser:
     )
     c.add_argument("--out", required=True, help="cache folder")
     c.add_argument("--batch_size", type=int, default=32, help="images per encoder batch")
-    c.add_argument("--device", default="cuda" if _cuda() else "cpu", help="where the encoder runs")
+    c.add_argument("--device", default="auto", help="where the encoder runs (auto = cuda when available, else cpu)")
     c.add_argument("--no_progress", action="store_true", help="no progress bar")
     return c
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _cache(args: Any) -> int:

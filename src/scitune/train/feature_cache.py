@@ -59,7 +59,8 @@ def build_feature_cache(
 
 
 def build_vision_side(cfg: ModelConfig, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
-    """``(encoder, image_processor, identity)`` of a model config, without loading its LLM."""
+    """``(encoder, image_processor, identity)`` of a model config, without loading its LLM; ``device`` ``auto`` is
+    cuda when available, else cpu."""
     from scitune.model.builders import vision_identity
     from scitune.model.llm import DTYPES
     from scitune.model.vision import load_vision_encoder
@@ -68,4 +69,6 @@ def build_vision_side(cfg: ModelConfig, device: str = "cpu") -> tuple[Any, Any, 
     if v.anyres:
         raise ValueError("the feature cache stores one feature map per image; unset --model.vision.anyres")
     encoder, processor = load_vision_encoder(v.name, v.path, v.feature_layer, v.select, DTYPES[cfg.llm.dtype])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return encoder.to(device), processor, vision_identity(v)
