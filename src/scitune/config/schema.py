@@ -103,7 +103,8 @@ class DataConfig:
     feature_cache: str | None = None
     """Folder from `scitune data cache-features`: the align stage reads frozen vision features from it."""
     num_workers: int = 0
-    """DataLoader worker processes."""
+    """Worker processes that load images and collate the next micro-batches while a step trains (0 = in the
+    training process)."""
 
 
 @dataclass

@@ -38,21 +38,26 @@ class BatchPlan:
         self.n, self.micro, self.accum, self.world, self.seed = n, micro, accum, world, seed
         self.lengths = lengths if group_by_length else None
         self.global_batch = micro * accum * world
+        self._epoch_batches: tuple[int, list[list[int]]] | None = None  # the last epoch drawn (steps reuse it)
 
     @property
     def steps_per_epoch(self) -> int:
         return -(-self.n // self.global_batch)
 
     def global_batches(self, epoch: int) -> list[list[int]]:
+        if self._epoch_batches is not None and self._epoch_batches[0] == epoch:
+            return self._epoch_batches[1]
         order = epoch_order(self.n, self.seed, epoch, self.lengths, self.global_batch * 8)
         need = self.steps_per_epoch * self.global_batch
         order = (order * (need // self.n + 1))[:need]
-        return [order[i : i + self.global_batch] for i in range(0, need, self.global_batch)]
+        batches = [order[i : i + self.global_batch] for i in range(0, need, self.global_batch)]
+        self._epoch_batches = (epoch, batches)
+        return batches
 
     def micro_batches(self, epoch: int, step_in_epoch: int, rank: int) -> list[list[int]]:
         """The ``accum`` micro-batches of process ``rank`` for one optimizer step."""
         gb = self.global_batches(epoch)[step_in_epoch]
-        return [
+        return [  # copies: callers may keep or change them
             gb[(k * self.world + rank) * self.micro : (k * self.world + rank + 1) * self.micro]
             for k in range(self.accum)
         ]

@@ -10,11 +10,12 @@ import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
 
 from scitune.config.schema import RunConfig
 from scitune.data.collate import collate, collate_packed
@@ -25,12 +26,15 @@ from scitune.data.tokenize import IGNORE_INDEX, ImageSlots
 from scitune.io import DataError, write_jsonl
 from scitune.model.builders import build_model
 from scitune.model.checkpoint import is_complete, load_model, save_model_files, write_checkpoint
-from scitune.train.distributed import gather_objects, make_accelerator, reduce_sum
+from scitune.train.distributed import configure_deepspeed, gather_objects, make_accelerator, reduce_sum
+from scitune.train.loss import batch_loss_sum, logits_mode, token_loss_sum
 from scitune.train.optim import build_optimizer, build_scheduler
 from scitune.train.stages import prepare_stage, trains_llm, trains_vision
 from scitune.train.state import load_training_state, rng_state, save_training_state
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TrainResult", "Trainer", "latest_checkpoint", "token_loss_sum", "train"]  # token_loss_sum: moved to loss.py
 
 
 @dataclass
@@ -64,16 +68,35 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
     return ck
 
 
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled positions (fp32)."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:].to(logits.device)
-    return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
+class StepSampler(Sampler[list[int]]):
+    """This process's micro-batches (index lists) for optimizer steps ``start .. total - 1``, in training order.
+
+    Feeding it to a `DataLoader` as ``batch_sampler`` lets worker processes load and collate the next steps'
+    batches while the current step trains; the order is `BatchPlan`'s, so resuming at ``start`` is exact.
+    """
+
+    def __init__(self, plan: BatchPlan, start: int, total: int, rank: int):
+        self.plan, self.start, self.total, self.rank = plan, start, total, rank
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.plan.accum
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            yield from self.plan.micro_batches(*divmod(step, self.plan.steps_per_epoch), self.rank)
+
+
+def packed_row_length(cfg: RunConfig) -> int:
+    """Row length that ``--data.packing`` fills: ``--data.max_length``, or with FlashAttention the whole micro-batch
+    in one row (transformers' FlashAttention path reads packed sequences from position ids only in a single row)."""
+    if (cfg.model.llm.attn_implementation or "").startswith("flash_attention"):
+        return cfg.data.max_length * cfg.train.micro_batch_size
+    return cfg.data.max_length
+
+
+def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, max_length: int) -> dict[str, Any]:
+    """One micro-batch: padded rows, or with ``packing`` samples packed into rows of ``max_length``."""
+    return collate_packed(items, pad, max_length) if packing else collate(items, pad)
 
 
 def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> SupervisedDataset:
@@ -129,6 +152,8 @@ class Trainer:
         self.out = Path(cfg.train.out_dir)
         self.acc = make_accelerator(cfg.train.precision, cfg.train.report_to, str(self.out))
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
+        # the loss is already normalised by the step's tokens: DeepSpeed must not divide it by the accumulation again
+        self._backward_kwargs = {"scale_wrt_gas": False} if self.acc.state.deepspeed_plugin else {}
         if not self.acc.is_main_process:  # one copy of each log line
             logging.getLogger().setLevel(logging.WARNING)
 
@@ -173,6 +198,7 @@ class Trainer:
             total = min(total, tc.max_steps)
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, total, cfg.optim)
+        configure_deepspeed(acc, tc.micro_batch_size, accum, cfg.optim.max_grad_norm)
         model, optimizer = acc.prepare(model, optimizer)
         self.model = model
         step = 0
@@ -213,22 +239,22 @@ class Trainer:
         bar = tqdm(total=total, initial=step, disable=not (tc.progress and acc.is_main_process), desc=tc.stage)
         losses: list[float] = []
         model.train()
+        batches = iter(self._loader(data, plan, step, total, pad))
+        mode = logits_mode(self._unwrapped(model).llm)
         while step < total:
-            epoch, in_epoch = divmod(step, plan.steps_per_epoch)
             t0 = time.perf_counter()
-            micro = [
-                self._collate([data[i] for i in idx], pad) for idx in plan.micro_batches(epoch, in_epoch, self.rank)
-            ]
+            micro = [next(batches) for _ in range(plan.accum)]
             local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
             n_tokens = reduce_sum(acc, torch.tensor(float(local_tokens), device=acc.device))
             loss_sum = torch.zeros((), device=acc.device)
             for k, b in enumerate(micro):
-                ctx = acc.no_sync(model) if k < len(micro) - 1 else _nullcontext()
+                last = k == len(micro) - 1
+                ctx = acc.no_sync(model) if not last else _nullcontext()
+                acc.gradient_state._set_sync_gradients(last)  # DeepSpeed steps its engine only when True
                 with ctx, acc.autocast():
-                    out = model(**_to_device(b, acc.device))
-                    ce = token_loss_sum(out.logits, b["labels"])
+                    ce = batch_loss_sum(model, _to_device(b, acc.device), b["labels"], mode)
                     # normalise by the global token count; DDP averages over processes, so scale by world
-                    acc.backward(ce / n_tokens * self.world)
+                    acc.backward(ce / n_tokens * self.world, **self._backward_kwargs)
                 loss_sum += ce.detach()
             grad_norm = acc.clip_grad_norm_(trainable, tc_max(self.cfg)) if tc_max(self.cfg) > 0 else None
             optimizer.step()
@@ -259,10 +285,20 @@ class Trainer:
         bar.close()
         return losses
 
-    def _collate(self, items: list[dict[str, Any]], pad: int) -> dict[str, Any]:
-        if self.cfg.data.packing:
-            return collate_packed(items, pad, self.cfg.data.max_length)
-        return collate(items, pad)
+    def _loader(self, data, plan: BatchPlan, step: int, total: int, pad: int) -> DataLoader:
+        """Micro-batches of steps ``step .. total - 1``; with ``--data.num_workers`` N > 0, N processes prepare
+        them ahead of the training step (images decoded and processed, rows collated)."""
+        dc = self.cfg.data
+        workers = max(0, dc.num_workers)
+        row = packed_row_length(self.cfg)
+        return DataLoader(
+            data,
+            batch_sampler=StepSampler(plan, step, total, self.rank),
+            collate_fn=partial(collate_batch, pad=pad, packing=dc.packing, max_length=row),
+            num_workers=workers,
+            prefetch_factor=2 * plan.accum if workers else None,
+            pin_memory=self.acc.device.type == "cuda",
+        )
 
     def _log(self, record: dict[str, Any], step: int) -> None:
         if not self.acc.is_main_process or step % max(1, self.cfg.train.log_every):
@@ -294,7 +330,9 @@ class Trainer:
                     state_dict=state_dict,
                 )
                 _fault("SCITUNE_FAULT_IN_SAVE", step)
-                save_training_state(tmp, optimizer, scheduler, {"step": step, "stage": tc.stage}, rngs)
+                sharded = acc.state.deepspeed_plugin is not None  # ZeRO: per-process shards, see state.py
+                progress = {"step": step, "stage": tc.stage}
+                save_training_state(tmp, None if sharded else optimizer, scheduler, progress, rngs)
                 (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
 
             write_checkpoint(path, writer)

@@ -1,0 +1,108 @@
+"""The label-only LM head gives the full-logits loss and gradients; background loading gives the same run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scitune.config.schema import LoraConfig
+from scitune.data.collate import collate, collate_packed
+from scitune.data.dataset import SupervisedDataset, validate_file
+from scitune.data.sampler import BatchPlan
+from scitune.data.templates import get_template
+from scitune.data.tokenize import ImageSlots
+from scitune.model import tiny_vlm
+from scitune.train.loop import StepSampler
+from scitune.train.loss import batch_loss_sum, logits_mode, predicting_positions, token_loss_sum
+from scitune.train.stages import prepare_stage
+
+
+def _items(model, color_data, n=6):
+    slots = ImageSlots("<image>", model.image_token_id, model.num_image_tokens)
+    samples, report = validate_file(color_data, model.tokenizer, get_template("scitune"), slots, max_length=512)
+    assert report.ok
+    data = SupervisedDataset(samples, model.image_processor)
+    return [data[i] for i in range(n)]
+
+
+def _inputs(batch):
+    keys = ("input_ids", "attention_mask", "pixel_values", "position_ids")
+    return {k: batch[k] for k in keys if batch.get(k) is not None}
+
+
+def _loss_grads(model, batch, mode):
+    model.zero_grad(set_to_none=True)
+    if mode == "full":
+        ce = token_loss_sum(model(**_inputs(batch)).logits, batch["labels"])
+    else:
+        ce = batch_loss_sum(model, _inputs(batch), batch["labels"], mode)
+    ce.backward()
+    return float(ce), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("stage,lora,packed", [("align", 0, False), ("finetune", 0, False), ("finetune", 4, True)])
+def test_label_only_logits_equal_full_logits(color_data, stage, lora, packed):
+    model = tiny_vlm()
+    prepare_stage(model, stage, LoraConfig(r=lora, dropout=0.0))  # no dropout: the two passes must match
+    items = _items(model, color_data)
+    # ragged labels: cut one answer short so rows have labels at different positions
+    items[1]["labels"][-3:] = -100
+    pad = model.tokenizer.pad_token_id
+    batch = collate_packed(items, pad, 3 * len(items[0]["input_ids"])) if packed else collate(items, pad)
+    keep = predicting_positions(batch["labels"])
+    assert 0 < int(keep.sum()) < keep.numel() // 2  # most positions are unlabelled: the point of the change
+    assert logits_mode(model.llm) == "mask"  # transformers >= 5: a bool mask per row
+    full_loss, full_grads = _loss_grads(model, batch, "full")
+    for mode in ("mask", "index"):
+        loss, grads = _loss_grads(model, batch, mode)
+        assert abs(loss - full_loss) < 1e-4 * abs(full_loss)
+        assert grads.keys() == full_grads.keys() and len(grads) >= 2
+        for k in grads:
+            assert torch.allclose(grads[k], full_grads[k], atol=1e-6, rtol=1e-4), (mode, k)
+
+
+def test_a_batch_without_labels_gives_zero_loss_not_an_error(color_data):
+    model = tiny_vlm()
+    prepare_stage(model, "finetune", LoraConfig())
+    batch = collate(_items(model, color_data, 2), model.tokenizer.pad_token_id)
+    batch["labels"][:] = -100
+    ce = batch_loss_sum(model, _inputs(batch), batch["labels"], "mask")
+    ce.backward()
+    assert float(ce) == 0.0
+
+
+def test_step_sampler_resumes_where_the_full_order_is():
+    plan = BatchPlan(10, 2, 2, world=1, seed=3)
+    full = list(StepSampler(plan, 0, 7, 0))
+    assert len(full) == 14 == len(StepSampler(plan, 0, 7, 0))
+    assert list(StepSampler(plan, 4, 7, 0)) == full[8:]
+    for step in range(7):  # the same micro-batches the plan gives for each step
+        assert full[2 * step : 2 * step + 2] == plan.micro_batches(*divmod(step, plan.steps_per_epoch), 0)
+
+
+def test_worker_processes_train_the_same_run(tmp_path, tiny_base, color_data):
+    from conftest import tiny_run_config
+    from scitune.train.loop import train
+
+    inline = train(tiny_run_config(tiny_base, color_data, tmp_path / "inline", stage="finetune", epochs=2)).losses
+    cfg = tiny_run_config(tiny_base, color_data, tmp_path / "workers", stage="finetune", epochs=2,
+                          data={"num_workers": 2})  # fmt: skip
+    workers = train(cfg).losses
+    assert len(inline) == len(workers) >= 4
+    assert max(abs(a - b) for a, b in zip(inline, workers)) < 1e-6
+
+
+def test_packing_with_flash_attention_puts_a_micro_batch_in_one_row(color_data):
+    from conftest import tiny_run_config
+    from scitune.train.loop import collate_batch, packed_row_length
+
+    cfg = tiny_run_config({"vision": "v", "llm": "l"}, color_data, "out", data={"packing": True, "max_length": 40})
+    assert packed_row_length(cfg) == 40  # sdpa / eager: rows of max_length, block-diagonal masks
+    cfg.model.llm.attn_implementation = "flash_attention_2"
+    assert packed_row_length(cfg) == 40 * cfg.train.micro_batch_size
+    model = tiny_vlm()
+    items = _items(model, color_data, 2)
+    n = sum(len(x["input_ids"]) for x in items)
+    batch = collate_batch(items, model.tokenizer.pad_token_id, True, max(len(x["input_ids"]) for x in items) * 2)
+    assert batch["input_ids"].shape == (1, n)  # one row: FlashAttention's varlen path sees every sample boundary
+    assert (batch["position_ids"][0] == 0).sum() == 2
