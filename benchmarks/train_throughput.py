@@ -72,7 +72,7 @@ GPU = Profile("gpu", "cuda", clip_shape(1024, 24, 16, 336, 14), llama_shape(2048
 def jobs(stages: tuple[str, ...]) -> list[dict[str, Any]]:
     """The configurations: the HF baseline, then scitune with packing on/off and (frozen encoder) cache on/off."""
     grid = {"align": [(False, False), (True, False), (False, True), (True, True)],
-            "finetune": [(False, False), (True, False), (True, True)]}  # fmt: skip
+            "finetune": [(False, False), (True, False), (False, True), (True, True)]}  # fmt: skip
     out = []
     for stage in stages:
         out.append({"stage": stage, "system": "hf-trainer", "packing": False, "cache": False})

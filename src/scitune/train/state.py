@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+
+def _is_deepspeed(optimizer: Any) -> bool:
+    """Whether ``optimizer`` is accelerate's wrapper of a DeepSpeed (ZeRO) optimizer."""
+    return type(optimizer).__name__ == "DeepSpeedOptimizerWrapper"
 
 
 def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -63,14 +71,21 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
 
 def save_training_state(
     out: Path,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     progress: dict[str, Any],
     rng_per_rank: list[dict[str, Any]],
 ) -> None:
-    """Write optimizer.safetensors, rng_rank{r}.safetensors and trainer_state.json into ``out``."""
-    tensors, opt_meta = optimizer_to_files(optimizer)
-    save_file(tensors, str(out / "optimizer.safetensors"))
+    """Write optimizer.safetensors, rng_rank{r}.safetensors and trainer_state.json into ``out``.
+
+    ``optimizer`` None (DeepSpeed ZeRO: each process holds a shard of the optimizer state in DeepSpeed's own
+    structures) writes no optimizer file; resuming then restores weights, schedule, position and RNG and starts the
+    optimizer's moments afresh (`load_training_state` warns).
+    """
+    opt_meta = None
+    if optimizer is not None:
+        tensors, opt_meta = optimizer_to_files(optimizer)
+        save_file(tensors, str(out / "optimizer.safetensors"))
     for r, rng in enumerate(rng_per_rank):
         save_file(rng["tensors"], str(out / f"rng_rank{r}.safetensors"))
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -86,7 +101,12 @@ def save_training_state(
 def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int) -> dict[str, Any]:
     """Restore optimizer, scheduler and this rank's RNG from ``ckpt``; return the saved progress."""
     state = json.loads((ckpt / "trainer_state.json").read_text())
-    optimizer_from_files(optimizer, load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"])
+    if state["optimizer"] is None:
+        log.warning("%s has no optimizer state (a DeepSpeed ZeRO run): AdamW's moments restart from zero", ckpt)
+    elif _is_deepspeed(optimizer):
+        log.warning("%s: DeepSpeed shards the optimizer; the saved optimizer state is not loaded", ckpt)
+    else:
+        optimizer_from_files(optimizer, load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"])
     sched = scheduler.state_dict()
     sched.update(state["scheduler"])
     scheduler.load_state_dict(sched)
