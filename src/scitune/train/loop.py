@@ -86,17 +86,25 @@ class StepSampler(Sampler[list[int]]):
             yield from self.plan.micro_batches(*divmod(step, self.plan.steps_per_epoch), self.rank)
 
 
-def packed_row_length(cfg: RunConfig) -> int:
-    """Row length that ``--data.packing`` fills: ``--data.max_length``, or with FlashAttention the whole micro-batch
-    in one row (transformers' FlashAttention path reads packed sequences from position ids only in a single row)."""
+def packed_row_length(cfg: RunConfig) -> int | None:
+    """Row length that ``--data.packing`` fills.
+
+    With FlashAttention: the whole micro-batch in one row (transformers' FlashAttention path reads packed sequences
+    from position ids only in a single row, and its varlen kernel does no work across samples). With SDPA/eager
+    (None): rows as long as the micro-batch's longest sample, so shorter samples share a row but a row's attention,
+    computed over the whole row under a block-diagonal mask, is never larger than the padded batch's.
+    """
     if (cfg.model.llm.attn_implementation or "").startswith("flash_attention"):
         return cfg.data.max_length * cfg.train.micro_batch_size
-    return cfg.data.max_length
+    return None
 
 
-def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, max_length: int) -> dict[str, Any]:
-    """One micro-batch: padded rows, or with ``packing`` samples packed into rows of ``max_length``."""
-    return collate_packed(items, pad, max_length) if packing else collate(items, pad)
+def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, row_length: int | None) -> dict[str, Any]:
+    """One micro-batch: padded rows, or with ``packing`` samples packed into rows of ``row_length`` (None = the
+    longest sample's length)."""
+    if not packing:
+        return collate(items, pad)
+    return collate_packed(items, pad, row_length or max(len(x["input_ids"]) for x in items))
 
 
 def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> SupervisedDataset:
@@ -294,7 +302,7 @@ class Trainer:
         return DataLoader(
             data,
             batch_sampler=StepSampler(plan, step, total, self.rank),
-            collate_fn=partial(collate_batch, pad=pad, packing=dc.packing, max_length=row),
+            collate_fn=partial(collate_batch, pad=pad, packing=dc.packing, row_length=row),
             num_workers=workers,
             prefetch_factor=2 * plan.accum if workers else None,
             pin_memory=self.acc.device.type == "cuda",

@@ -92,17 +92,26 @@ def test_worker_processes_train_the_same_run(tmp_path, tiny_base, color_data):
     assert max(abs(a - b) for a, b in zip(inline, workers)) < 1e-6
 
 
-def test_packing_with_flash_attention_puts_a_micro_batch_in_one_row(color_data):
+def test_packed_rows_are_one_per_micro_batch_with_flash_attention_else_at_most_the_longest_sample(color_data):
     from conftest import tiny_run_config
     from scitune.train.loop import collate_batch, packed_row_length
 
-    cfg = tiny_run_config({"vision": "v", "llm": "l"}, color_data, "out", data={"packing": True, "max_length": 40})
-    assert packed_row_length(cfg) == 40  # sdpa / eager: rows of max_length, block-diagonal masks
+    cfg = tiny_run_config({"vision": "v", "llm": "l"}, color_data, "out", data={"packing": True, "max_length": 512})
+    assert packed_row_length(cfg) is None  # sdpa / eager
     cfg.model.llm.attn_implementation = "flash_attention_2"
-    assert packed_row_length(cfg) == 40 * cfg.train.micro_batch_size
+    assert packed_row_length(cfg) == 512 * cfg.train.micro_batch_size
     model = tiny_vlm()
-    items = _items(model, color_data, 2)
+    pad = model.tokenizer.pad_token_id
+    items = _items(model, color_data, 4)
+    items[1]["input_ids"], items[1]["labels"] = items[1]["input_ids"][:9], items[1]["labels"][:9]
+    items[2]["input_ids"], items[2]["labels"] = items[2]["input_ids"][:8], items[2]["labels"][:8]
     n = sum(len(x["input_ids"]) for x in items)
-    batch = collate_batch(items, model.tokenizer.pad_token_id, True, max(len(x["input_ids"]) for x in items) * 2)
-    assert batch["input_ids"].shape == (1, n)  # one row: FlashAttention's varlen path sees every sample boundary
-    assert (batch["position_ids"][0] == 0).sum() == 2
+    one = collate_batch(items, pad, True, packed_row_length(cfg))
+    assert one["input_ids"].shape == (1, n)  # one row: FlashAttention's varlen path sees every sample boundary
+    assert (one["position_ids"][0] == 0).sum() == 4
+    longest = max(len(x["input_ids"]) for x in items)
+    rows = collate_batch(items, pad, True, None)  # the two short samples share a row; no row is longer than before
+    assert rows["input_ids"].shape == (3, longest)
+    n_labels = [int(x["labels"].ne(-100).sum()) for x in items]
+    want = sorted([n_labels[0], n_labels[3], n_labels[1] + n_labels[2]])
+    assert sorted(rows["labels"].ne(-100).sum(1).tolist()) == want
