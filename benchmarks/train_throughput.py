@@ -47,6 +47,7 @@ class Profile:
     steps: int
     precision: str
     stages: tuple[str, ...] = ("align", "finetune")
+    workers: int = 0  # data-loading processes, the same for both systems
 
 
 def clip_shape(hidden: int, layers: int, heads: int, image: int, patch: int) -> dict[str, int]:
@@ -62,21 +63,27 @@ def llama_shape(hidden: int, inter: int, layers: int, heads: int, kv: int, vocab
 
 # The BPE trained on the records stops at ~1.6k tokens (~3.9 characters a token, like LLaMA's on English text).
 CPU = Profile("cpu", "cpu", clip_shape(256, 4, 4, 224, 16), llama_shape(256, 688, 4, 4, 4), tokenizer_vocab=4096,
-              figures=64, global_batch=4, micro_batch=2, max_length=1024, warmup=1, steps=6, precision="fp32")  # fmt: skip
+              figures=64, global_batch=4, micro_batch=2, max_length=1024, warmup=3, steps=6, precision="fp32")  # fmt: skip
 # CLIP ViT-L/14-336 shape + a TinyLlama-1.1B-shaped LLaMA (22 layers, GQA 32/4 heads, vocab 32000).
 GPU = Profile("gpu", "cuda", clip_shape(1024, 24, 16, 336, 14), llama_shape(2048, 5632, 22, 32, 4, 32000),
               tokenizer_vocab=8192, figures=512, global_batch=64, micro_batch=8, max_length=2048, warmup=3, steps=10,
-              precision="bf16")  # fmt: skip
+              precision="bf16", workers=4)  # fmt: skip
 
 
-def jobs(stages: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The configurations: the HF baseline, then scitune with packing on/off and (frozen encoder) cache on/off."""
+def jobs(stages: tuple[str, ...], compiled: bool) -> list[dict[str, Any]]:
+    """The configurations: the HF baseline, then scitune with packing on/off and (frozen encoder) cache on/off; with
+    ``compiled`` also both systems with torch.compile (HF: ``torch_compile=True``; scitune: ``--train.compile``)."""
     grid = {"align": [(False, False), (True, False), (False, True), (True, True)],
             "finetune": [(False, False), (True, False), (False, True), (True, True)]}  # fmt: skip
     out = []
     for stage in stages:
-        out.append({"stage": stage, "system": "hf-trainer", "packing": False, "cache": False})
-        out += [{"stage": stage, "system": "scitune", "packing": p, "cache": c} for p, c in grid[stage]]
+        out.append({"stage": stage, "system": "hf-trainer", "packing": False, "cache": False, "compile": False})
+        out += [
+            {"stage": stage, "system": "scitune", "packing": p, "cache": c, "compile": False} for p, c in grid[stage]
+        ]
+        if compiled:
+            out.append({"stage": stage, "system": "hf-trainer", "packing": False, "cache": False, "compile": True})
+            out.append({"stage": stage, "system": "scitune", "packing": True, "cache": True, "compile": True})
     return out
 
 
@@ -203,11 +210,11 @@ def run_scitune(job: dict[str, Any], prof: Profile) -> dict[str, Any]:
     total = prof.warmup + prof.steps
     d = job["paths"][job["stage"]]
     data = DataConfig(train=d["data"], image_root=d["image_root"], max_length=prof.max_length, packing=job["packing"],
-                      feature_cache=job.get("cache_dir"))  # fmt: skip
+                      feature_cache=job.get("cache_dir"), num_workers=prof.workers)  # fmt: skip
     optim = OptimConfig(lr=1e-4, warmup_ratio=0.0, schedule="constant", fused=True)  # fused AdamW: HF's default
     tc = TrainConfig(stage=job["stage"], out_dir=job["out_dir"], epochs=float(total), max_steps=total, seed=SEED,
                      global_batch_size=prof.global_batch, micro_batch_size=prof.micro_batch, precision=prof.precision,
-                     progress=False)  # fmt: skip
+                     progress=False, compile=job["compile"])  # fmt: skip
     cfg = RunConfig(model=model_config(job["paths"]), data=data, optim=optim, train=tc)
     clock, lengths = StepClock(prof.device, total), []
 
@@ -307,6 +314,7 @@ def run_hf(job: dict[str, Any], prof: Profile) -> dict[str, Any]:
                              learning_rate=1e-4, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0,
                              logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=SEED,
                              use_cpu=prof.device == "cpu", bf16=prof.precision == "bf16",
+                             dataloader_num_workers=prof.workers, torch_compile=job["compile"],
                              remove_unused_columns=False)  # fmt: skip
     trainer = InOrderTrainer(
         model=hf, args=args, train_dataset=ordered, data_collator=LlavaCollator(processor, pad_id), callbacks=[Clock()]
@@ -352,7 +360,7 @@ def summarize(job: dict[str, Any], runs: list[dict[str, Any]], prof: Profile, me
     per_step = [[min(r["stamps"][i][j] - r["stamps"][i - 1][j] for r in runs) for i in range(w, w + s)] for j in (0, 1)]
     wall, cpu, n = sum(per_step[0]), sum(per_step[1]), s * prof.global_batch
     row = {
-        **{k: job[k] for k in ("stage", "system", "packing", "cache")},
+        **{k: job[k] for k in ("stage", "system", "packing", "cache", "compile")},
         "samples_per_s": round(n / wall, 3),
         "tokens_per_s": round(tokens / wall, 1),
         "samples_per_cpu_s": round(n / cpu, 3),
@@ -412,7 +420,7 @@ def hardware(prof: Profile) -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cols = ["stage", "system", "packing", "cache", "samples_per_s", "tokens_per_s", "speedup", "speedup_cpu_time",
+    cols = ["stage", "system", "packing", "cache", "compile", "samples_per_s", "tokens_per_s", "speedup", "speedup_cpu_time",
             "peak_memory_mb", *(["mfu"] if any("mfu" in r for r in rows) else []), "loss_step1"]  # fmt: skip
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
@@ -426,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps per configuration")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (>= 1)")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the fastest run of each is kept")
+    ap.add_argument("--compile", action="store_true", help="also both systems with torch.compile (slow to start)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads in each run (0 = torch's default)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak for MFU (default: by GPU name)")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/train_throughput_<p>.json)")
@@ -444,10 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_all(prof, work, a)
 
 
-def measure(prof: Profile, work: Path, paths: dict, meta: dict[str, Any], repeats: int, threads: int) -> list[dict]:
+def measure(prof: Profile, work: Path, paths: dict, meta: dict[str, Any], repeats: int, threads: int,
+            compiled: bool) -> list[dict]:  # fmt: skip
     """Run every configuration ``repeats`` times, in interleaved rounds, and summarize each over its runs."""
     cache_s: dict[str, float] = {}
-    todo = jobs(prof.stages)
+    todo = jobs(prof.stages, compiled)
     runs: dict[int, list[dict[str, Any]]] = {k: [] for k in range(len(todo))}
     for rnd in range(repeats):
         for k, job in enumerate(todo):
@@ -458,10 +468,10 @@ def measure(prof: Profile, work: Path, paths: dict, meta: dict[str, Any], repeat
             runs[k].append({**spawn(job, work, k), "load_avg_1m": os.getloadavg()[0]})
             rate = summarize(job, runs[k][-1:], prof, meta)["samples_per_s"]
             print(f"round {rnd + 1}: {job['stage']:9s} {job['system']:10s} packing={job['packing']!s:5s} "
-                  f"cache={job['cache']!s:5s} {rate:8.3f} samples/s", flush=True)  # fmt: skip
+                  f"cache={job['cache']!s:5s} compile={job['compile']!s:5s} {rate:8.3f} samples/s", flush=True)  # fmt: skip
     rows = [summarize(job, runs[k], prof, meta) for k, job in enumerate(todo)]
     for k, r in enumerate(rows):
-        base = next(b for b in rows if b["stage"] == r["stage"] and b["system"] == "hf-trainer")
+        base = next(b for b in rows if b["stage"] == r["stage"] and b["system"] == "hf-trainer" and not b["compile"])
         r["speedup"] = round(r["samples_per_s"] / base["samples_per_s"], 2)
         r["speedup_cpu_time"] = round(r["samples_per_cpu_s"] / base["samples_per_cpu_s"], 2)
         r["cache_build_s"] = cache_s.get(r["stage"]) if r["cache"] else None
@@ -473,7 +483,7 @@ def run_all(prof: Profile, work: Path, a: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     paths = prepare(work, prof)
     meta = data_meta(paths, prof, gpu_peak(a.peak_tflops) if prof.device == "cuda" else None)
-    rows = measure(prof, work, paths, meta, a.repeats, a.threads)
+    rows = measure(prof, work, paths, meta, a.repeats, a.threads, a.compile)
     print_table(rows)
     report = {
         "profile": asdict(prof),
