@@ -81,12 +81,14 @@ def main() -> int:
     ap.add_argument("--size", default="micro", choices=["test", "micro", "small"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--ablation", action="store_true", help="also run stage 1 with variant C")
-    ap.add_argument("--out", default=None, help="demo folder (default: a fresh temp folder); must not exist")
+    ap.add_argument("--out", default=None, help="folder to run in; the demo writes DIR/demo, which must not exist yet "
+                    "(default: a fresh temp folder)")  # fmt: skip
     ap.add_argument("--json", default=None, help="result file (default benchmarks/results/demo-<size>.json)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="scitune-demo-bench-")) / "demo"
     if out.exists():
         sys.exit(f"{out} exists: the benchmark times a fresh run")
+    out.parent.mkdir(parents=True, exist_ok=True)
     wall, loads, code = run(out, args.size, args.threads, args.ablation)
     if code != 0:
         sys.exit(f"scitune demo failed (exit {code}); see {out.parent / (out.name + '.log')}")
