@@ -178,6 +178,9 @@ class TrainConfig:
     """Recompute LLM activations in the backward pass."""
     compile: bool = False
     """Compile the LLM with torch.compile (opt-in; first steps are slower)."""
+    offload_activations: bool = False
+    """Keep the tensors saved for the backward pass in host memory (torch.autograd.graph.save_on_cpu, pinned on
+    CUDA): less GPU memory for PCIe traffic. On a CPU run it changes nothing."""
     seed: int = 42
     """Seed for initialisation, data order and dropout."""
     log_every: int = 1

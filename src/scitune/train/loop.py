@@ -259,7 +259,7 @@ class Trainer:
                 last = k == len(micro) - 1
                 ctx = acc.no_sync(model) if not last else _nullcontext()
                 acc.gradient_state._set_sync_gradients(last)  # DeepSpeed steps its engine only when True
-                with ctx, acc.autocast():
+                with ctx, acc.autocast(), self._activation_offload():
                     ce = batch_loss_sum(model, _to_device(b, acc.device), b["labels"], mode)
                     # normalise by the global token count; DDP averages over processes, so scale by world
                     acc.backward(ce / n_tokens * self.world, **self._backward_kwargs)
@@ -292,6 +292,12 @@ class Trainer:
                 _fault("SCITUNE_FAULT_AFTER_STEP", step)
         bar.close()
         return losses
+
+    def _activation_offload(self):
+        """``--train.offload_activations``: torch's saved-tensor hooks that move activations to host memory."""
+        if not self.cfg.train.offload_activations:
+            return _nullcontext()
+        return torch.autograd.graph.save_on_cpu(pin_memory=self.acc.device.type == "cuda")
 
     def _loader(self, data, plan: BatchPlan, step: int, total: int, pad: int) -> DataLoader:
         """Micro-batches of steps ``step .. total - 1``; with ``--data.num_workers`` N > 0, N processes prepare
