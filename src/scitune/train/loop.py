@@ -31,6 +31,7 @@ from scitune.train.loss import batch_loss_sum, logits_mode, token_loss_sum
 from scitune.train.optim import build_optimizer, build_scheduler
 from scitune.train.stages import prepare_stage, trains_llm, trains_vision
 from scitune.train.state import load_training_state, rng_state, save_training_state
+from scitune.train.zero_state import save_zero_shard
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,14 @@ class Trainer:
         rngs = gather_objects(acc, rng_state())
         # every process takes part in gathering the full state (FSDP shards it); only the main one writes
         state_dict = acc.get_state_dict(model)
+        staging = path.parent / f".zero-{path.name}"  # DeepSpeed ZeRO: every process writes its optimizer shard
+        shards = 0
+        if acc.state.deepspeed_plugin is not None:
+            if acc.is_main_process:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            acc.wait_for_everyone()
+            shards = self.world if save_zero_shard(staging, optimizer, self.rank) else 0
         acc.wait_for_everyone()
         if acc.is_main_process:
             m = self._unwrapped(model)
@@ -344,12 +353,15 @@ class Trainer:
                     state_dict=state_dict,
                 )
                 _fault("SCITUNE_FAULT_IN_SAVE", step)
-                sharded = acc.state.deepspeed_plugin is not None  # ZeRO: per-process shards, see state.py
-                progress = {"step": step, "stage": tc.stage}
+                sharded = acc.state.deepspeed_plugin is not None  # ZeRO: per-process shards, see zero_state.py
+                progress = {"step": step, "stage": tc.stage, **({"zero_shards": shards} if shards else {})}
                 save_training_state(tmp, None if sharded else optimizer, scheduler, progress, rngs)
+                for f in staging.glob("zero_rank*") if shards else ():
+                    os.replace(f, tmp / f.name)
                 (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
 
             write_checkpoint(path, writer)
+            shutil.rmtree(staging, ignore_errors=True)
             log.info("saved checkpoint %s", path)
         acc.wait_for_everyone()
         return path
@@ -361,7 +373,7 @@ class Trainer:
         done = sorted(p for p in root.glob("step-*") if is_complete(p))
         for old in done[: -self.cfg.train.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-        for tmp in root.glob(".tmp-*"):  # leftovers of an interrupted save
+        for tmp in [*root.glob(".tmp-*"), *root.glob(".zero-*")]:  # leftovers of an interrupted save
             shutil.rmtree(tmp, ignore_errors=True)
 
 

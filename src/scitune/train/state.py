@@ -21,8 +21,12 @@ def _is_deepspeed(optimizer: Any) -> bool:
 
 
 def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
-    sd = optimizer.state_dict()
+    """Split an optimizer's state dict into tensors (for safetensors) and JSON-able rest."""
+    return state_dict_to_files(optimizer.state_dict())
+
+
+def state_dict_to_files(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a torch optimizer state dict into tensors (for safetensors) and JSON-able rest."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, st in sd["state"].items():
@@ -35,13 +39,18 @@ def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    optimizer.load_state_dict(state_dict_from_files(tensors, meta))
+
+
+def state_dict_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, Any]:
+    """The torch optimizer state dict that `state_dict_to_files` split."""
     state: dict[int, dict[str, Any]] = {}
     for key, t in tensors.items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = t
     for idx, rest in meta["scalars"].items():
         state.setdefault(int(idx), {}).update(rest)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def rng_state() -> dict[str, Any]:
@@ -78,9 +87,8 @@ def save_training_state(
 ) -> None:
     """Write optimizer.safetensors, rng_rank{r}.safetensors and trainer_state.json into ``out``.
 
-    ``optimizer`` None (DeepSpeed ZeRO: each process holds a shard of the optimizer state in DeepSpeed's own
-    structures) writes no optimizer file; resuming then restores weights, schedule, position and RNG and starts the
-    optimizer's moments afresh (`load_training_state` warns).
+    ``optimizer`` None (DeepSpeed ZeRO: each process writes its own shard, `scitune.train.zero_state`) writes no
+    optimizer file; ``progress["zero_shards"]`` then says how many shard files the checkpoint holds.
     """
     opt_meta = None
     if optimizer is not None:
@@ -100,11 +108,15 @@ def save_training_state(
 
 def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int) -> dict[str, Any]:
     """Restore optimizer, scheduler and this rank's RNG from ``ckpt``; return the saved progress."""
+    from scitune.train.zero_state import load_zero_shard, zero_optimizer
+
     state = json.loads((ckpt / "trainer_state.json").read_text())
-    if state["optimizer"] is None:
-        log.warning("%s has no optimizer state (a DeepSpeed ZeRO run): AdamW's moments restart from zero", ckpt)
-    elif _is_deepspeed(optimizer):
-        log.warning("%s: DeepSpeed shards the optimizer; the saved optimizer state is not loaded", ckpt)
+    shards = state["progress"].get("zero_shards")
+    if zero_optimizer(optimizer) is not None and shards:
+        load_zero_shard(ckpt, optimizer, rank, shards)
+    elif state["optimizer"] is None or _is_deepspeed(optimizer):
+        log.warning("%s: no optimizer state this run can load (DeepSpeed ZeRO-3, or a run with another layout): "
+                    "AdamW's moments restart from zero", ckpt)  # fmt: skip
     else:
         optimizer_from_files(optimizer, load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"])
     sched = scheduler.state_dict()
