@@ -135,17 +135,12 @@ def _build(job: dict[str, Any], tok: Any, device: str):
 
 
 def _loss_fn():
-    """The loss scitune's loop uses: ``batch_loss_sum`` (scitune.train.loss) or else the loop's ``token_loss_sum``."""
-    try:
-        from scitune.train.loss import batch_loss_sum, logits_mode
+    """The loss scitune's loop uses (``scitune.train.loss.batch_loss_sum``), as ``(name, fn(model, inputs, labels))``."""
+    from scitune.train.loss import batch_loss_sum, logits_mode
 
-        return "scitune.train.loss.batch_loss_sum", lambda m, inputs, labels: batch_loss_sum(
-            m, inputs, labels, logits_mode(m.llm)
-        )
-    except ImportError:
-        from scitune.train.loop import token_loss_sum
-
-        return "scitune.train.loop.token_loss_sum", lambda m, inputs, labels: token_loss_sum(m(**inputs).logits, labels)
+    return "scitune.train.loss.batch_loss_sum", lambda m, inputs, labels: batch_loss_sum(
+        m, inputs, labels, logits_mode(m.llm)
+    )
 
 
 def trial(job: dict[str, Any], out: dict[str, Any]) -> None:

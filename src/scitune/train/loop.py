@@ -27,15 +27,12 @@ from scitune.io import DataError, write_jsonl
 from scitune.model.builders import build_model
 from scitune.model.checkpoint import is_complete, load_model, save_model_files, write_checkpoint
 from scitune.train.distributed import configure_deepspeed, gather_objects, make_accelerator, reduce_sum
-from scitune.train.loss import batch_loss_sum, logits_mode, token_loss_sum
+from scitune.train.loss import batch_loss_sum, logits_mode
 from scitune.train.optim import build_optimizer, build_scheduler
 from scitune.train.stages import prepare_stage, trains_llm, trains_vision
-from scitune.train.state import load_training_state, rng_state, save_training_state
-from scitune.train.zero_state import save_zero_shard
+from scitune.train.state import load_training_state, rng_state, save_training_state, save_zero_shard
 
 log = logging.getLogger(__name__)
-
-__all__ = ["TrainResult", "Trainer", "latest_checkpoint", "token_loss_sum", "train"]  # token_loss_sum: moved to loss.py
 
 
 @dataclass
@@ -331,9 +328,10 @@ class Trainer:
         rngs = gather_objects(acc, rng_state())
         # every process takes part in gathering the full state (FSDP shards it); only the main one writes
         state_dict = acc.get_state_dict(model)
-        staging = path.parent / f".zero-{path.name}"  # DeepSpeed ZeRO: every process writes its optimizer shard
+        sharded = acc.state.deepspeed_plugin is not None  # ZeRO: every process writes its own optimizer shard
+        staging = path.parent / f".zero-{path.name}"
         shards = 0
-        if acc.state.deepspeed_plugin is not None:
+        if sharded:
             if acc.is_main_process:
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(parents=True)
@@ -353,10 +351,9 @@ class Trainer:
                     state_dict=state_dict,
                 )
                 _fault("SCITUNE_FAULT_IN_SAVE", step)
-                sharded = acc.state.deepspeed_plugin is not None  # ZeRO: per-process shards, see zero_state.py
                 progress = {"step": step, "stage": tc.stage, **({"zero_shards": shards} if shards else {})}
                 save_training_state(tmp, None if sharded else optimizer, scheduler, progress, rngs)
-                for f in staging.glob("zero_rank*") if shards else ():
+                for f in staging.glob("zero_rank*") if shards else ():  # never a stale folder's shards
                     os.replace(f, tmp / f.name)
                 (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
 

@@ -15,11 +15,6 @@ from safetensors.torch import load_file, save_file
 log = logging.getLogger(__name__)
 
 
-def _is_deepspeed(optimizer: Any) -> bool:
-    """Whether ``optimizer`` is accelerate's wrapper of a DeepSpeed (ZeRO) optimizer."""
-    return type(optimizer).__name__ == "DeepSpeedOptimizerWrapper"
-
-
 def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer's state dict into tensors (for safetensors) and JSON-able rest."""
     return state_dict_to_files(optimizer.state_dict())
@@ -87,7 +82,7 @@ def save_training_state(
 ) -> None:
     """Write optimizer.safetensors, rng_rank{r}.safetensors and trainer_state.json into ``out``.
 
-    ``optimizer`` None (DeepSpeed ZeRO: each process writes its own shard, `scitune.train.zero_state`) writes no
+    ``optimizer`` None (DeepSpeed ZeRO: each process writes its own shard, `save_zero_shard`) writes no
     optimizer file; ``progress["zero_shards"]`` then says how many shard files the checkpoint holds.
     """
     opt_meta = None
@@ -108,13 +103,11 @@ def save_training_state(
 
 def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int) -> dict[str, Any]:
     """Restore optimizer, scheduler and this rank's RNG from ``ckpt``; return the saved progress."""
-    from scitune.train.zero_state import load_zero_shard, zero_optimizer
-
     state = json.loads((ckpt / "trainer_state.json").read_text())
     shards = state["progress"].get("zero_shards")
     if zero_optimizer(optimizer) is not None and shards:
         load_zero_shard(ckpt, optimizer, rank, shards)
-    elif state["optimizer"] is None or _is_deepspeed(optimizer):
+    elif state["optimizer"] is None or is_deepspeed(optimizer):
         log.warning("%s: no optimizer state this run can load (DeepSpeed ZeRO-3, or a run with another layout): "
                     "AdamW's moments restart from zero", ckpt)  # fmt: skip
     else:
@@ -126,3 +119,66 @@ def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler:
     if rng_file.is_file() and rank < len(state["rng"]):
         set_rng_state(load_file(str(rng_file)), state["rng"][rank])
     return state["progress"]
+
+
+# ---- DeepSpeed ZeRO-1/2 optimizer shards in checkpoints, as safetensors + JSON (no pickles).
+#
+# Under ZeRO each process holds its partition of the fp32 master weights and of AdamW's moments. Each process writes
+# ``zero_rank{r}.safetensors`` (its fp32 partition and the base optimizer's tensors) and ``zero_rank{r}.json`` (the
+# rest of the base optimizer's state) into a staging folder next to the checkpoint; the main process moves them into
+# the checkpoint before the checkpoint's atomic rename. Resuming needs the same number of processes. DeepSpeed's own
+# bookkeeping (loss scaler, parameter-slice maps) is not saved: it is rebuilt by ``prepare`` for the same model and
+# layout, and taken from the fresh optimizer when the shard is loaded.
+
+
+def is_deepspeed(optimizer: Any) -> bool:
+    """Whether ``optimizer`` is accelerate's wrapper of a DeepSpeed (ZeRO) optimizer."""
+    return type(optimizer).__name__ == "DeepSpeedOptimizerWrapper"
+
+
+BASE = "base_optimizer_state"  # deepspeed.checkpoint.constants.BASE_OPTIMIZER_STATE
+FP32 = "single_partition_of_fp32_groups"  # deepspeed.checkpoint.constants.SINGLE_PARTITION_OF_FP32_GROUPS
+
+
+def zero_optimizer(optimizer: Any) -> Any | None:
+    """The DeepSpeed ZeRO-1/2 optimizer inside accelerate's wrapper, or None (not DeepSpeed, or ZeRO-3)."""
+    inner = getattr(optimizer, "optimizer", None)
+    return inner if type(inner).__name__ == "DeepSpeedZeroOptimizer" else None
+
+
+def save_zero_shard(folder: Path, optimizer: Any, rank: int) -> bool:
+    """Write this process's ZeRO shard into ``folder``; False when there is none to write (ZeRO-3)."""
+    zero = zero_optimizer(optimizer)
+    if zero is None:
+        return False
+    sd = zero.state_dict()
+    if not isinstance(sd[BASE], dict):
+        raise ValueError("DeepSpeed elastic checkpoints (zero_optimization.elastic_checkpoint) are not supported")
+    base_tensors, meta = state_dict_to_files(sd[BASE])
+    tensors = {f"base.{k}": v for k, v in base_tensors.items()}
+    tensors.update({f"fp32.{g}": t.detach().contiguous().cpu() for g, t in enumerate(sd[FP32])})
+    save_file(tensors, str(folder / f"zero_rank{rank}.safetensors"))
+    (folder / f"zero_rank{rank}.json").write_text(json.dumps({**meta, "fp32_groups": len(sd[FP32])}))
+    return True
+
+
+def load_zero_shard(ckpt: Path, optimizer: Any, rank: int, shards: int) -> None:
+    """Restore this process's fp32 partition and optimizer moments from ``ckpt``'s ZeRO shard."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if world != shards:
+        raise ValueError(
+            f"{ckpt} holds ZeRO optimizer shards of {shards} processes; resume it with {shards}, not {world}"
+        )
+    path = ckpt / f"zero_rank{rank}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{ckpt}: missing {path.name} (an incomplete copy of a DeepSpeed checkpoint?)")
+    tensors = load_file(str(path))
+    meta = json.loads((ckpt / f"zero_rank{rank}.json").read_text())
+    zero = zero_optimizer(optimizer)
+    sd = zero.state_dict()  # the fresh optimizer's bookkeeping, with the saved tensors put in
+    base = {k.removeprefix("base."): v for k, v in tensors.items() if k.startswith("base.")}
+    sd[BASE] = state_dict_from_files(base, meta)
+    sd[FP32] = [tensors[f"fp32.{g}"] for g in range(meta["fp32_groups"])]
+    zero.load_state_dict([sd] * world, load_optimizer_states=True, load_from_fp32_weights=True)

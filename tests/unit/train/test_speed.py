@@ -15,7 +15,7 @@ from scitune.data.templates import get_template
 from scitune.data.tokenize import ImageSlots
 from scitune.io import DataError
 from scitune.model import tiny_vlm
-from scitune.train.loop import token_loss_sum
+from scitune.train.loss import token_loss_sum
 from scitune.train.stages import prepare_stage
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scitune.train.zero_state import load_zero_shard, zero_optimizer
+from scitune.train.state import load_zero_shard, zero_optimizer
 
 
 def test_zero_shards_need_the_same_process_count_and_every_file(tmp_path):
