@@ -49,16 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     if argv[0] not in COMMANDS:
-        print(f"error: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        print(f"scitune: error: unknown command {argv[0]!r} (scitune --help lists the commands)", file=sys.stderr)
         return 2
     from scitune.cli.common import setup_logging
-    from scitune.io import DataError
+    from scitune.cli.errors import run_guarded
 
     setup_logging()
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    try:
-        return int(module.main(argv[1:]) or 0)
-    except (DataError, FileNotFoundError, KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    return run_guarded(module.main, argv[1:], argv[0])

@@ -29,7 +29,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def parser(prog: str, description: str) -> ArgumentParser:
-    return ArgumentParser(prog=f"scitune {prog}", description=description, exit_on_error=True)
+    # errors are raised, not printed with the whole usage: the CLI's boundary turns them into one line
+    return ArgumentParser(prog=f"scitune {prog}", description=description, exit_on_error=False)
 
 
 def run_parser(prog: str, description: str) -> ArgumentParser:
@@ -61,7 +62,7 @@ def parse_run(p: ArgumentParser, argv: list[str]) -> tuple[RunConfig, str]:
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"scitune: error: {message}", file=sys.stderr)
     return code
 
 

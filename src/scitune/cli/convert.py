@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     )
     sub = p.add_subcommands(dest="source")
     for name in CONVERTERS.names():
-        sp = ArgumentParser(description=(CONVERTERS.get(name).__doc__ or "").strip())
+        sp = ArgumentParser(description=(CONVERTERS.get(name).__doc__ or "").strip(), exit_on_error=False)
         sp.add_method_arguments(CONVERTERS.get(name), "run")
         sub.add_subcommand(name, sp, help=(CONVERTERS.get(name).__doc__ or "").strip().split("\n")[0])
     args = p.parse_args(argv)

@@ -45,11 +45,13 @@ def _build(benchmarks) -> tuple[ArgumentParser, set[str]]:
     for name in benchmarks.names():
         cls = benchmarks.get(name)
         doc = (cls.Options.__doc__ or "").strip()
-        sp = ArgumentParser(description=f"{(cls.__doc__ or '').strip()}\n\n{doc}")
+        sp = ArgumentParser(description=f"{(cls.__doc__ or '').strip()}\n\n{doc}", exit_on_error=False)
         sp.add_class_arguments(cls.Options, None)
         sub.add_subcommand(name, sp, help=(cls.__doc__ or name).strip().split("\n")[0])
         bools |= {f.name for f in dataclasses.fields(cls.Options) if f.type in (bool, "bool")}
-    rp = ArgumentParser(description="Put eval runs side by side: one Markdown table and one bar plot.")
+    rp = ArgumentParser(
+        description="Put eval runs side by side: one Markdown table and one bar plot.", exit_on_error=False
+    )
     rp.add_argument("runs", nargs="+", help="eval output folders (or their results.json)")
     rp.add_argument("--out", default=None, help="folder for comparison.md and comparison.png (default: print only)")
     sub.add_subcommand("report", rp, help="compare eval runs side by side (table + bar plot)")

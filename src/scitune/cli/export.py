@@ -21,17 +21,27 @@ def main(argv: list[str]) -> int:
     ):
         sp = parser(f"export {name}", help_)
         sp.add_argument("--checkpoint", required=True, help="scitune checkpoint folder")
-        sp.add_argument("--out", required=True, help="output folder (written atomically)")
+        sp.add_argument("--out", required=True, help="output folder (built beside it, then swapped in)")
+        sp.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="write into a folder that holds other files (they are kept; only scitune's files are replaced)",
+        )
         sub.add_subcommand(name, sp, help=help_)
     args = p.parse_args(argv)
     sa = args[args.action]
+    from scitune.outputs import check_output_folder
+
+    check_output_folder(sa.out, "hf-export" if args.action == "hf" else "checkpoint", sa.overwrite)  # before loading
     model = load_model(sa.checkpoint)
     if args.action == "hf":
-        export_hf(model, sa.out)
+        export_hf(model, sa.out, sa.overwrite)
     else:
         if not hasattr(model.llm, "peft_config"):
             raise ValueError(f"{sa.checkpoint}: has no LoRA adapters to merge")
         model.llm = model.llm.merge_and_unload()
-        write_checkpoint(sa.out, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False))
+        write_checkpoint(
+            sa.out, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False), overwrite=sa.overwrite
+        )
     print(f"wrote {sa.out}")
     return 0

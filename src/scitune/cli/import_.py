@@ -19,9 +19,19 @@ def main(argv: list[str]) -> int:
     sp.add_argument("folder", help="the llava-hf folder")
     sp.add_argument("--out", required=True, help="scitune checkpoint folder to write")
     sp.add_argument("--template", default="scitune", help="chat template the model was trained with")
+    sp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that holds other files (they are kept; only scitune's files are replaced)",
+    )
     sub.add_subcommand("hf", sp, help="import a llava-hf folder")
     args = p.parse_args(argv).hf
+    from scitune.outputs import check_output_folder
+
+    check_output_folder(args.out, "checkpoint", args.overwrite)  # before the model is read
     model = import_hf(args.folder, args.template)
-    write_checkpoint(args.out, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=True))
+    write_checkpoint(
+        args.out, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=True), overwrite=args.overwrite
+    )
     print(f"wrote {args.out}")
     return 0

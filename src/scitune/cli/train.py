@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from scitune.cli.common import parse_run, run_parser
-from scitune.io import write_text
+from scitune.train.distributed import is_main_process
 
 DESCRIPTION = """Train one stage.
 
@@ -13,23 +11,25 @@ DESCRIPTION = """Train one stage.
   scitune train --config tiny/finetune --optim.lr 1e-3 --train.resume latest
 
 Precedence: built-in defaults < --config (preset name or YAML) < --section.field flags.
-The resolved config is written to <train.out_dir>/config.yaml. Multi-GPU: accelerate launch -m scitune train ..."""
+The resolved config is written to <train.out_dir>/config.yaml. One run per folder: a folder holding a run is
+continued with --train.resume latest or replaced with --overwrite. Multi-GPU: accelerate launch -m scitune train ..."""
 
 
 def main(argv: list[str]) -> int:
     from scitune.train.loop import train
 
-    cfg, text = parse_run(run_parser("train", DESCRIPTION), argv)
-    out = Path(cfg.train.out_dir)
-    from scitune.train.distributed import is_main_process
-
+    p = run_parser("train", DESCRIPTION)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a --train.out_dir that holds another run (removed once this run finishes; files "
+        "scitune did not write are kept)",
+    )
+    overwrite = "--overwrite" in argv  # a flag of this command, not of the run: config.yaml must not carry it
+    cfg, text = parse_run(p, [a for a in argv if a != "--overwrite"])
+    result = train(cfg, overwrite=overwrite, config_text=text)
     if is_main_process():
-        write_text(out / "config.yaml", text)
-    result = train(cfg)
-    if is_main_process():
-        first, last = result.losses[0], result.losses[-1]
-        print(
-            f"trained {cfg.train.stage}: {result.steps} steps, loss {first:.4f} -> {last:.4f}; "
-            f"checkpoint {result.final_checkpoint}"
-        )
+        losses = f", loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}" if result.losses else ""
+        skipped = f", {len(result.skipped)} record(s) skipped (skipped.jsonl)" if result.skipped else ""
+        print(f"trained {cfg.train.stage}: {result.steps} steps{losses}{skipped}; checkpoint {result.final_checkpoint}")
     return 0

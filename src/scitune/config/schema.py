@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
+def check_ranges(ok: dict[str, bool], problems: dict[str, str]) -> None:
+    """Raise one ``ValueError`` naming the first flag whose value is out of range (``ok[flag]`` False)."""
+    for flag, good in ok.items():
+        if not good:
+            raise ValueError(f"{flag}: {problems[flag]}")
+
+
 @dataclass
 class VisionConfig:
     """The vision encoder."""
@@ -105,6 +112,31 @@ class DataConfig:
     num_workers: int = 0
     """Worker processes that load images and collate the next micro-batches while a step trains (0 = in the
     training process)."""
+    max_image_pixels: int = 50_000_000
+    """Largest image in pixels (width x height), checked from the file's header before decoding; a larger image is
+    a bad record. 0 = no limit."""
+    allow_outside_root: bool = False
+    """Read image paths that leave --data.image_root (absolute paths, '..', symlinks pointing out); refused
+    otherwise."""
+    max_bad_fraction: float = 0.001
+    """An image that cannot be read during training (changed after validation) skips its record; the run stops when
+    skipped records pass this fraction of the data."""
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            {
+                "--data.max_length": self.max_length >= 1,
+                "--data.num_workers": self.num_workers >= 0,
+                "--data.max_image_pixels": self.max_image_pixels >= 0,
+                "--data.max_bad_fraction": 0.0 <= self.max_bad_fraction <= 1.0,
+            },
+            {
+                "--data.max_length": f"must be >= 1, got {self.max_length}",
+                "--data.num_workers": f"must be >= 0, got {self.num_workers}",
+                "--data.max_image_pixels": f"must be >= 0 (0 = no limit), got {self.max_image_pixels}",
+                "--data.max_bad_fraction": f"must be in [0, 1], got {self.max_bad_fraction}",
+            },
+        )
 
 
 @dataclass
@@ -132,12 +164,27 @@ class OptimConfig:
     """Use torch's fused AdamW (CUDA only)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"--optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.lr <= 0:
-            raise ValueError(f"--optim.lr must be positive, got {self.lr}")
-        if self.vision_lr is not None and self.vision_lr <= 0:
-            raise ValueError(f"--optim.vision_lr must be positive (or empty = --optim.lr), got {self.vision_lr}")
+        b1, b2 = self.betas
+        check_ranges(
+            {
+                "--optim.warmup_ratio": 0.0 <= self.warmup_ratio < 1.0,
+                "--optim.lr": self.lr >= 0,
+                "--optim.vision_lr": self.vision_lr is None or self.vision_lr >= 0,
+                "--optim.weight_decay": self.weight_decay >= 0,
+                "--optim.betas": 0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0,
+                "--optim.eps": self.eps > 0,
+                "--optim.max_grad_norm": self.max_grad_norm >= 0,
+            },
+            {
+                "--optim.warmup_ratio": f"must be in [0, 1), got {self.warmup_ratio}",
+                "--optim.lr": f"must be >= 0, got {self.lr}",
+                "--optim.vision_lr": f"must be >= 0 (or empty = --optim.lr), got {self.vision_lr}",
+                "--optim.weight_decay": f"must be >= 0, got {self.weight_decay}",
+                "--optim.betas": f"must both be in [0, 1), got {self.betas}",
+                "--optim.eps": f"must be > 0, got {self.eps}",
+                "--optim.max_grad_norm": f"must be >= 0 (0 = no clipping), got {self.max_grad_norm}",
+            },
+        )
 
 
 @dataclass
@@ -154,6 +201,20 @@ class LoraConfig:
     """LoRA dropout."""
     target_modules: str = "all-linear"
     """Modules to adapt (peft's `target_modules`; comma-separated names or all-linear)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            {
+                "--train.lora.r": self.r >= 0,
+                "--train.lora.alpha": self.r == 0 or self.alpha > 0,
+                "--train.lora.dropout": 0.0 <= self.dropout < 1.0,
+            },
+            {
+                "--train.lora.r": f"must be >= 0 (0 = full finetuning), got {self.r}",
+                "--train.lora.alpha": f"must be > 0, got {self.alpha}",
+                "--train.lora.dropout": f"must be in [0, 1), got {self.dropout}",
+            },
+        )
 
 
 @dataclass
@@ -190,7 +251,11 @@ class TrainConfig:
     keep_last: int = 2
     """Keep the newest K step checkpoints."""
     resume: str | None = None
-    """'latest' or a checkpoint folder to continue from exactly."""
+    """'latest' (the newest checkpoint of --train.out_dir that verifies; damaged ones are skipped) or a checkpoint
+    folder, to continue the run exactly."""
+    allow_inexact_resume: bool = False
+    """Resume even though it cannot be exact: the data, base weights or settings changed since the run started,
+    or the checkpoint lacks its RNG or optimizer state."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     report_to: list[str] = field(default_factory=list)
     """Extra trackers (tensorboard, wandb); metrics.jsonl is always written."""
@@ -198,6 +263,26 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        check_ranges(
+            {
+                "--train.global_batch_size": self.global_batch_size >= 1,
+                "--train.micro_batch_size": self.micro_batch_size >= 1,
+                "--train.epochs": self.epochs > 0,
+                "--train.max_steps": self.max_steps == -1 or self.max_steps >= 1,
+                "--train.log_every": self.log_every >= 1,
+                "--train.save_every": self.save_every >= 0,
+                "--train.keep_last": self.keep_last >= 0,
+            },
+            {
+                "--train.global_batch_size": f"must be >= 1, got {self.global_batch_size}",
+                "--train.micro_batch_size": f"must be >= 1, got {self.micro_batch_size}",
+                "--train.epochs": f"must be > 0, got {self.epochs}",
+                "--train.max_steps": f"must be >= 1 (or -1 = all epochs), got {self.max_steps}",
+                "--train.log_every": f"must be >= 1, got {self.log_every}",
+                "--train.save_every": f"must be >= 0 (0 = only at the end), got {self.save_every}",
+                "--train.keep_last": f"must be >= 0, got {self.keep_last}",
+            },
+        )
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"--train.global_batch_size ({self.global_batch_size}) must be a multiple of "
@@ -233,3 +318,17 @@ class GenerationConfig:
     """Nucleus sampling mass."""
     stop: list[str] = field(default_factory=list)
     """Extra stop strings (the template's own stop is always used)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            {
+                "--gen.max_new_tokens": self.max_new_tokens >= 1,
+                "--gen.temperature": self.temperature >= 0,
+                "--gen.top_p": 0.0 < self.top_p <= 1.0,
+            },
+            {
+                "--gen.max_new_tokens": f"must be >= 1, got {self.max_new_tokens}",
+                "--gen.temperature": f"must be >= 0 (0 = greedy), got {self.temperature}",
+                "--gen.top_p": f"must be in (0, 1], got {self.top_p}",
+            },
+        )

@@ -14,7 +14,8 @@ from PIL import Image
 from scitune.data.conversation import place_image_tokens, record_images, record_messages
 from scitune.data.templates import ChatTemplate
 from scitune.data.tokenize import Encoded, ImageSlots, encode_conversation
-from scitune.io import DataError
+from scitune.images import DEFAULT_MAX_PIXELS, open_image, resolve_image_path
+from scitune.io import DataError, check_input_file, read_json
 
 
 @dataclass
@@ -50,17 +51,13 @@ class ValidationReport:
 
 
 def scan_file(path: str | os.PathLike[str]) -> tuple[list[tuple[str, dict]], list[Problem]]:
-    """Read a JSONL or LLaVA JSON-list file, collecting malformed lines as problems instead of stopping."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
+    """Read a JSONL or LLaVA JSON-list file, collecting bad lines (malformed JSON, bytes that are not UTF-8) as
+    problems instead of stopping; a file with no records at all is an error."""
+    path = check_input_file(path, "data file")
     records: list[tuple[str, dict]] = []
     problems: list[Problem] = []
     if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+        data = read_json(path)
         data = data if isinstance(data, list) else [data]
         for i, rec in enumerate(data):
             loc = f"{path}: record #{i}"
@@ -68,33 +65,48 @@ def scan_file(path: str | os.PathLike[str]) -> tuple[list[tuple[str, dict]], lis
                 records.append((loc, rec))
             else:
                 problems.append(Problem(loc, "?", f"expected a JSON object, got {type(rec).__name__}"))
-        return records, problems
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            loc = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(Problem(loc, "?", f"malformed JSON line: {e.msg} (column {e.colno})"))
-                continue
-            if not isinstance(rec, dict):
-                problems.append(Problem(loc, "?", f"expected a JSON object, got {type(rec).__name__}"))
-                continue
-            records.append((loc, rec))
+    else:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                loc = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    problems.append(
+                        Problem(
+                            loc,
+                            "?",
+                            f"not UTF-8 text (byte 0x{raw[e.start : e.start + 1].hex()} at column {e.start + 1})",
+                        )
+                    )
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problems.append(Problem(loc, "?", f"malformed JSON line: {e.msg} (column {e.colno})"))
+                    continue
+                if not isinstance(rec, dict):
+                    problems.append(Problem(loc, "?", f"expected a JSON object, got {type(rec).__name__}"))
+                    continue
+                records.append((loc, rec))
+    if not records and not problems:
+        raise DataError(f"{path}: no records (the file is empty)")
     return records, problems
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open and fully decode an image as RGB; raise `DataError` naming the file on any failure."""
-    if not path.is_file():
-        raise DataError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as e:  # PIL raises many types for corrupt files
-        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image as RGB (`scitune.images.open_image`); `DataError` naming the file if bad."""
+    return open_image(path, max_pixels)
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """How record images are checked: the pixel limit and whether paths may leave the image root."""
+
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    allow_outside_root: bool = False
 
 
 @dataclass
@@ -114,15 +126,17 @@ def check_record(
     image_root: Path,
     max_length: int,
     image_placement: str = "as-is",
+    image_check: ImageCheck | None = None,
 ) -> Sample:
     """Validate one record and encode it; raise ``ValueError``/`DataError` describing the first problem."""
+    check = image_check or ImageCheck()
     rec = place_image_tokens(rec, image_placement, token=slots.placeholder)
     messages = record_messages(rec)
-    images = [image_root / p for p in record_images(rec)]
+    images = [resolve_image_path(image_root, p, check.allow_outside_root) for p in record_images(rec)]
     n_placeholders = sum(m.content.count(slots.placeholder) for m in messages if m.role == "user")
     if n_placeholders != len(images):
         raise ValueError(f"{n_placeholders} {slots.placeholder} placeholder(s) but {len(images)} image(s)")
-    sizes = [load_image(p).size for p in images]
+    sizes = [load_image(p, check.max_pixels).size for p in images]
     slots = slots.for_images(sizes)  # AnyRes: each image's token count follows its tile grid
     enc = encode_conversation(messages, tokenizer, template, slots)
     if len(enc) > max_length:
@@ -144,6 +158,7 @@ def validate_file(
     image_root: str | os.PathLike[str] | None = None,
     max_length: int = 2048,
     image_placement: str = "as-is",
+    image_check: ImageCheck | None = None,
 ) -> tuple[list[Sample], ValidationReport]:
     """Check every record of ``path``; return the good samples and a report listing every bad one."""
     path = Path(path)
@@ -154,19 +169,32 @@ def validate_file(
     for loc, rec in located:
         rid = str(rec.get("id", "?"))
         try:
-            samples.append(check_record(rec, tokenizer, template, slots, root, max_length, image_placement))
+            samples.append(
+                check_record(rec, tokenizer, template, slots, root, max_length, image_placement, image_check)
+            )
         except (ValueError, DataError) as e:
             report.problems.append(Problem(loc, rid, str(e)))
     return samples, report
 
 
 class SupervisedDataset(torch.utils.data.Dataset):
-    """Validated samples; images are loaded and preprocessed on access."""
+    """Validated samples; images are loaded and preprocessed on access.
 
-    def __init__(self, samples: list[Sample], image_processor: Any, feature_store: Any = None):
+    An image that cannot be read any more (changed or removed after validation) does not stop the run here: the
+    item comes back as ``{"bad": {id, file, problem}}`` and the training loop skips it and counts it.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        image_processor: Any,
+        feature_store: Any = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
         self.samples = samples
         self.image_processor = image_processor
         self.feature_store = feature_store  # a FeatureStore: cached encoder outputs replace the images
+        self.max_pixels = max_pixels
         self._keys: dict[Path, str] = {}
 
     def __len__(self) -> int:
@@ -189,7 +217,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
             keys = [self._keys.setdefault(p, image_key(p)) for p in s.images]
             item["image_features"] = torch.stack([self.feature_store.get(k) for k in keys])
         elif s.images:
-            imgs = [load_image(p) for p in s.images]
+            try:
+                imgs = [load_image(p, self.max_pixels) for p in s.images]
+            except DataError as e:
+                return {"bad": {"id": s.id, "index": i, "problem": str(e)}}
             out = self.image_processor(images=imgs, return_tensors="pt")
             item["pixel_values"] = out["pixel_values"]  # AnyRes: every image's overview + tiles, in order
             if "image_grids" in out:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from scitune.io import DataError
 from scitune.model.adapters import AdapterSet
 from scitune.model.anyres import AnyResProcessor, parse_grids
 from scitune.model.llm import DTYPES, fit_vocab, load_llm
 from scitune.model.projector import build_projector
 from scitune.model.vision import load_vision_encoder
 from scitune.model.vlm import VisionLanguageModel
+from scitune.outputs import COMPLETE, DamagedOutput, verify_output, write_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -86,46 +87,85 @@ def save_model_files(
         "image_token_id": model.image_token_id,
         "num_image_tokens": model.num_image_tokens,
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 
-def write_checkpoint(final_dir: str | os.PathLike[str], writer) -> Path:
-    """Run ``writer(tmp_dir)`` into a hidden temp folder, then rename it to ``final_dir`` (atomic on one fs).
+def base_fingerprints(meta: dict[str, Any]) -> dict[str, Any]:
+    """Fingerprints of the base weights that a checkpoint with identity ``meta`` loads from their own paths."""
+    from scitune.fingerprint import fingerprint_model
 
-    An interrupted write leaves only a ``.tmp-*`` folder, which `latest_checkpoint` never picks.
+    out = {}
+    v, lm = meta.get("vision", {}), meta.get("llm", {})
+    if not v.get("saved") and v.get("path"):
+        out["vision"] = fingerprint_model(v["path"])
+    if lm.get("saved", "base") != "full" and lm.get("path"):
+        out["llm"] = fingerprint_model(lm["path"])
+    return out
+
+
+def write_checkpoint(
+    final_dir: str | os.PathLike[str],
+    writer: Callable[[Path], Any],
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint folder: ``writer(tmp)`` fills a hidden temp folder, then the manifest (size and SHA-256 of
+    every file, the base-weight fingerprints, ``extra``) and ``COMPLETE`` are written after fsync, and the folder is
+    renamed into place (`scitune.outputs.write_output_folder`). An interrupted write leaves only a hidden temp folder,
+    which `latest_checkpoint` never picks; ``final_dir`` holding files scitune did not write is refused unless
+    ``overwrite`` (and then only scitune's files are replaced).
     """
-    final = Path(final_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         writer(tmp)
-        (tmp / "COMPLETE").write_text("ok\n")
-        if final.exists():
-            old = final.with_name(f".old-{final.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+        if (tmp / META_FILE).is_file():
+            fingerprints.update(base_fingerprints(read_meta(tmp)))
+
+    fingerprints: dict[str, Any] = {}
+    info = {"base_weights": fingerprints, **(extra or {})}
+    return write_output_folder(final_dir, "checkpoint", write, overwrite, info, complete_marker=True)
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
-    return (p / META_FILE).is_file() and (p / "COMPLETE").is_file()
+    return (p / META_FILE).is_file() and (p / COMPLETE).is_file()
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     f = p / META_FILE
     if not f.is_file():
-        raise FileNotFoundError(f"{p}: not a scitune checkpoint (no {META_FILE})")
-    return json.loads(f.read_text())
+        raise DataError(f"{p}: not a scitune checkpoint (no {META_FILE})")
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedOutput(f"{f}: damaged ({e})") from None
+
+
+def verify_checkpoint(path: str | os.PathLike[str], level: str = "quick") -> dict[str, Any] | None:
+    """Check a checkpoint before it is used; raise `DamagedOutput` naming what is wrong; return its manifest.
+
+    ``COMPLETE`` and every file's size are always checked, SHA-256 hashes as ``level`` says (`verify_output`), and
+    the base weights it loads from their own paths against their recorded fingerprints (sizes, cached hashes; every
+    hash with ``full``). A checkpoint from before manifests is loaded with a warning.
+    """
+    from scitune.fingerprint import check_model_fingerprint
+
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"{p}: checkpoint folder not found" if not p.exists() else f"{p}: not a checkpoint folder")
+    read_meta(p)
+    manifest = verify_output(p, level, complete=True)
+    if manifest is None:
+        log.warning("%s: written without a manifest (an older scitune); its files cannot be verified", p)
+        return None
+    problems = []
+    for role, fp in (manifest.get("base_weights") or {}).items():
+        problems += check_model_fingerprint(role, fp, full=level == "full")
+    if problems:
+        raise DamagedOutput(f"{p}: the base weights changed since it was written: " + "; ".join(problems))
+    return manifest
 
 
 def load_model(
@@ -133,6 +173,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: str | None = None,
     trainable_lora: bool = False,
+    verify: str = "quick",
 ) -> VisionLanguageModel:
     """Rebuild a `VisionLanguageModel` from a checkpoint folder alone (its `scitune.json` says what to load).
 
@@ -141,10 +182,13 @@ def load_model(
         device: where to put the model.
         dtype: override the LLM dtype recorded in the checkpoint (float32, bfloat16, float16).
         trainable_lora: load LoRA adapters as trainable (to continue training).
+        verify: how much of the checkpoint to check first (`verify_checkpoint`): ``quick`` (sizes, and the SHA-256
+            of every file up to 256 MiB), ``full`` (every SHA-256) or ``sizes``.
     """
     from transformers import AutoImageProcessor, AutoTokenizer
 
     p = Path(path)
+    verify_checkpoint(p, verify)
     meta = read_meta(p)
     v, lm = meta["vision"], meta["llm"]
     dtype = dtype or lm.get("dtype", "float32")

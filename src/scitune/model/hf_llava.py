@@ -132,11 +132,14 @@ def jinja_chat_template(model: VisionLanguageModel) -> str | None:
     )
 
 
-def export_hf(model: VisionLanguageModel, out: str | os.PathLike[str]) -> Path:
-    """Write a llava-hf folder (model + processor with image token and chat template), atomically."""
+def export_hf(model: VisionLanguageModel, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write a llava-hf folder (model + processor with image token and chat template), atomically.
+
+    A folder holding files scitune did not write is refused unless ``overwrite`` (`write_output_folder`).
+    """
     from transformers import LlavaProcessor
 
-    from scitune.model.checkpoint import write_checkpoint
+    from scitune.outputs import write_output_folder
 
     hf = to_hf_llava(model)
     cfg = model.vision.model.config
@@ -154,7 +157,7 @@ def export_hf(model: VisionLanguageModel, out: str | os.PathLike[str]) -> Path:
         hf.save_pretrained(tmp)
         processor.save_pretrained(tmp)
 
-    return write_checkpoint(out, writer)
+    return write_output_folder(out, "hf-export", writer, overwrite)
 
 
 def import_hf(folder: str | os.PathLike[str], template: str = "scitune") -> VisionLanguageModel:

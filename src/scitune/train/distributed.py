@@ -13,6 +13,9 @@ def make_accelerator(precision: str, report_to: list[str] | None = None, project
     from accelerate.utils import ProjectConfiguration
 
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    # the process group forms on the CPU (gloo) when there is no CUDA, DeepSpeed's CPU launches included: the shared
+    # state made first decides it for the Accelerator below
+    is_main_process()
     # Without CUDA, cpu=True lets a torchrun-style launch (WORLD_SIZE > 1) form a gloo process group. It would also
     # turn a DeepSpeed launch into plain multi-CPU DDP, so a DeepSpeed launch keeps DeepSpeed (its CPU accelerator).
     return Accelerator(

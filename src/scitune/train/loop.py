@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,16 @@ from torch.utils.data import DataLoader, Sampler
 
 from scitune.config.schema import RunConfig
 from scitune.data.collate import collate, collate_packed
-from scitune.data.dataset import SupervisedDataset, validate_file
+from scitune.data.dataset import ImageCheck, SupervisedDataset, validate_file
 from scitune.data.sampler import BatchPlan
 from scitune.data.templates import get_template
 from scitune.data.tokenize import IGNORE_INDEX, ImageSlots
-from scitune.io import DataError, write_jsonl
+from scitune.io import DataError, fsync_file, read_log_lines, write_jsonl, write_text
 from scitune.model.builders import build_model
-from scitune.model.checkpoint import is_complete, load_model, save_model_files, write_checkpoint
+from scitune.model.checkpoint import load_model, save_model_files, write_checkpoint
+from scitune.outputs import read_manifest
+from scitune.train import run_dir as runs
+from scitune.train.checkpointing import checkpoint_step, latest_checkpoint, prune_checkpoints, resolve_resume
 from scitune.train.distributed import configure_deepspeed, gather_objects, make_accelerator, reduce_sum
 from scitune.train.loss import batch_loss_sum, logits_mode
 from scitune.train.optim import build_optimizer, build_scheduler
@@ -43,27 +46,11 @@ class TrainResult:
     losses: list[float]
     final_checkpoint: str
     parameter_counts: dict[str, dict[str, int]]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    """Records skipped because their image could not be read during training (id, file, problem)."""
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete step checkpoint of a run (half-written temp folders are never picked)."""
-    root = out_dir / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if is_complete(p)) if root.is_dir() else []
-    return done[-1] if done else None
-
-
-def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
-    if not resume:
-        return None
-    if resume == "latest":
-        ck = latest_checkpoint(out_dir)
-        if ck is None:
-            log.info("--train.resume latest: no checkpoint in %s yet, starting fresh", out_dir / "checkpoints")
-        return ck
-    ck = Path(resume)
-    if not is_complete(ck) or not (ck / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"--train.resume {resume}: not a complete scitune training checkpoint")
-    return ck
+__all__ = ["TrainResult", "Trainer", "latest_checkpoint", "load_data", "train"]
 
 
 class StepSampler(Sampler[list[int]]):
@@ -99,10 +86,17 @@ def packed_row_length(cfg: RunConfig) -> int | None:
 
 def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, row_length: int | None) -> dict[str, Any]:
     """One micro-batch: padded rows, or with ``packing`` samples packed into rows of ``row_length`` (None = the
-    longest sample's length)."""
+    longest sample's length). Items whose image could not be read are left out and listed under ``bad``; a batch
+    with none left is ``{"bad": [...], "empty": True}``."""
+    bad = [x["bad"] for x in items if "bad" in x]
+    items = [x for x in items if "bad" not in x]
+    if not items:
+        return {"bad": bad, "empty": True}
     if not packing:
-        return collate(items, pad)
-    return collate_packed(items, pad, row_length or max(len(x["input_ids"]) for x in items))
+        out = collate(items, pad)
+    else:
+        out = collate_packed(items, pad, row_length or max(len(x["input_ids"]) for x in items))
+    return {**out, "bad": bad}
 
 
 def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> SupervisedDataset:
@@ -112,6 +106,7 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
     template = get_template(cfg.data.template)
     count_for_size = model.image_token_count if model.anyres_grids else None  # AnyRes: counts follow the grid
     slots = ImageSlots(cfg.model.image_token, model.image_token_id, model.num_image_tokens, count_for_size)
+    check = ImageCheck(cfg.data.max_image_pixels or None, cfg.data.allow_outside_root)
     samples, report = validate_file(
         cfg.data.train,
         model.tokenizer,
@@ -120,10 +115,16 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
         cfg.data.image_root,
         cfg.data.max_length,
         cfg.data.image_placement,
+        check,
     )
     if not report.ok:
         if not cfg.data.skip_bad_samples:
-            raise DataError(report.summary() + "\n(fix them, or pass --data.skip_bad_samples true)")
+            log.error(report.summary(limit=50))
+            first = report.problems[0]
+            raise DataError(
+                f"{first}; {len(report.problems)} of {report.total} records are bad (listed above): fix them, or "
+                "pass --data.skip_bad_samples true to train on the rest"
+            )
         log.warning(report.summary(limit=10))
         if is_main:
             write_jsonl(out_dir / "skipped.jsonl", (asdict(p) for p in report.problems))
@@ -141,7 +142,9 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
         if model.anyres_grids:
             raise ValueError("--data.feature_cache stores one feature map per image; it cannot serve AnyRes tiles")
         store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model))
-    return SupervisedDataset(samples, model.image_processor, store)
+    if not samples:
+        raise DataError(f"{cfg.data.train}: no usable records (all {report.total} are bad)")
+    return SupervisedDataset(samples, model.image_processor, store, check.max_pixels)
 
 
 def _fault(name: str, step: int) -> None:
@@ -151,15 +154,25 @@ def _fault(name: str, step: int) -> None:
 
 
 class Trainer:
-    """Runs one stage. Build with a `RunConfig`, call `run()`."""
+    """Runs one stage. Build with a `RunConfig`, call `run()`.
 
-    def __init__(self, cfg: RunConfig):
+    Args:
+        cfg: the run's settings.
+        overwrite: start over in a folder that holds another run (it is removed once this run finishes).
+        config_text: the resolved YAML of ``cfg``, written to ``config.yaml`` in the run folder.
+    """
+
+    def __init__(self, cfg: RunConfig, overwrite: bool = False, config_text: str | None = None):
         self.cfg = cfg
+        self.overwrite, self.config_text = overwrite, config_text
         self.out = Path(cfg.train.out_dir)
         self.acc = make_accelerator(cfg.train.precision, cfg.train.report_to, str(self.out))
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         # the loss is already normalised by the step's tokens: DeepSpeed must not divide it by the accumulation again
         self._backward_kwargs = {"scale_wrt_gas": False} if self.acc.state.deepspeed_plugin else {}
+        self.run_record: dict[str, Any] = {}
+        self.fingerprint: dict[str, Any] = {}
+        self.skipped: dict[str, dict[str, Any]] = {}
         if not self.acc.is_main_process:  # one copy of each log line
             logging.getLogger().setLevel(logging.WARNING)
 
@@ -171,7 +184,7 @@ class Trainer:
 
             check_qlora_available()
         if resume_dir is not None:
-            model = load_model(resume_dir, trainable_lora=True)
+            model = load_model(resume_dir, trainable_lora=True, verify="sizes")  # verified in full already
         else:
             model = build_model(cfg.model, cfg.data.template, cfg.train.lora.quantize)
         model.template = cfg.data.template
@@ -182,12 +195,58 @@ class Trainer:
             model.llm.compile()  # in place: parameter names (and checkpoints) stay the same
         return model, counts
 
+    def _start(self) -> tuple[Path | None, str | None]:
+        """Check the run folder and the resume point on every process (read only, so all agree), before any work.
+
+        Returns the checkpoint to resume from and, with ``--overwrite``, whether an old run is to be moved aside.
+        """
+        tc = self.cfg.train
+        action = runs.check_run_dir(self.out, bool(tc.resume), self.overwrite)
+        resume_dir = resolve_resume(tc.resume, self.out) if action != "replace" else None
+        self.fingerprint = {"data": runs.data_fingerprint(self.cfg), "settings": runs.run_settings(self.cfg)}
+        saved = self._saved_fingerprint(resume_dir) if tc.resume else None
+        if saved:
+            for what, key in (("training data", "data"), ("settings", "settings")):
+                runs.refuse_changes(
+                    what, runs.changes(saved.get(key, {}), self.fingerprint[key]), tc.allow_inexact_resume
+                )
+        return resume_dir, action
+
+    def _saved_fingerprint(self, resume_dir: Path | None) -> dict[str, Any] | None:
+        """What the run being resumed recorded: its checkpoint's fingerprint, or the run file's before any save."""
+        if resume_dir is not None:
+            manifest = read_manifest(resume_dir)
+            if manifest is None or "fingerprint" not in manifest:
+                log.warning(
+                    "%s: written before fingerprints: cannot check that the data and settings are the same", resume_dir
+                )
+                return None
+            return manifest["fingerprint"]
+        return runs.read_run_file(self.out).get("fingerprint") if runs.read_run_file(self.out) else None
+
+    def _claim(self, action: str, saved_base: dict[str, Any] | None) -> None:
+        """Record the run in its folder (main process), after the base weights are known."""
+        tc, acc = self.cfg.train, self.acc
+        if saved_base is not None:
+            runs.refuse_changes(
+                "base weights", runs.changes(saved_base, self.fingerprint["base"]), tc.allow_inexact_resume
+            )
+        if acc.is_main_process:
+            replaced = runs.move_aside(self.out) if action == "replace" else None
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.run_record = runs.load_or_start_run(self.out, self.cfg, self.fingerprint, replaced)
+            if self.config_text is not None:
+                write_text(self.out / "config.yaml", self.config_text)
+        acc.wait_for_everyone()
+
     def run(self) -> TrainResult:
         cfg, acc = self.cfg, self.acc
         tc = cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        resume_dir = resolve_resume(tc.resume, self.out)
+        resume_dir, action = self._start()
         model, counts = self._build(resume_dir)
+        self.fingerprint["base"] = runs.base_fingerprint(cfg)
+        saved = self._saved_fingerprint(resume_dir) if tc.resume else None
+        self._claim(action, saved.get("base") if saved else None)
         data = load_data(cfg, model, self.out, acc.is_main_process)
         per_step = tc.micro_batch_size * self.world
         if tc.global_batch_size % per_step:
@@ -202,6 +261,8 @@ class Trainer:
         total = math.ceil(tc.epochs * plan.steps_per_epoch)
         if tc.max_steps > 0:
             total = min(total, tc.max_steps)
+        if resume_dir is not None and checkpoint_step(resume_dir) >= total:
+            return self._finished(resume_dir, total, counts)
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, total, cfg.optim)
         configure_deepspeed(acc, tc.micro_batch_size, accum, cfg.optim.max_grad_norm)
@@ -209,10 +270,12 @@ class Trainer:
         self.model = model
         step = 0
         if resume_dir is not None:
-            step = int(load_training_state(resume_dir, optimizer, scheduler, self.rank)["step"])
+            progress = load_training_state(resume_dir, optimizer, scheduler, self.rank, tc.allow_inexact_resume)
+            step = int(progress["step"])
+            self.skipped = {r["id"]: r for r in progress.get("skipped", [])}
             log.info("resumed from %s at step %d", resume_dir, step)
         if acc.is_main_process:
-            self._trim_metrics(step)
+            runs.trim_metrics(self.out, step)
             acc.init_trackers("scitune") if tc.report_to else None
         log.info(
             "training %s: %d steps, %d samples, global batch %d (micro %d x accum %d x %d procs)",
@@ -227,14 +290,15 @@ class Trainer:
         losses = self._loop(model, optimizer, scheduler, data, plan, step, total)
         final = self._save(model, optimizer, scheduler, total, self.out / "final")
         acc.end_training() if tc.report_to else None
-        return TrainResult(total, losses, str(final), counts)
+        if acc.is_main_process:
+            runs.remove_replaced(self.out, self.run_record.get("replaces"))
+        return TrainResult(total, losses, str(final), counts, list(self.skipped.values()))
 
-    def _trim_metrics(self, step: int) -> None:
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        keep = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        write_jsonl(path, [m for m in keep if m.get("step", 0) <= step])
+    def _finished(self, final: Path, total: int, counts: dict[str, dict[str, int]]) -> TrainResult:
+        """A resume of a run that already reached its last step: nothing to train, nothing rewritten."""
+        log.info("the run in %s already finished at step %d (%s); nothing to do", self.out, total, final)
+        losses = [m["loss"] for m in read_log_lines(self.out / runs.METRICS) if "loss" in m]
+        return TrainResult(total, losses, str(self.out / "final"), counts)
 
     def _loop(self, model, optimizer, scheduler, data, plan: BatchPlan, step: int, total: int) -> list[float]:
         from tqdm.auto import tqdm
@@ -250,8 +314,11 @@ class Trainer:
         while step < total:
             t0 = time.perf_counter()
             micro = [next(batches) for _ in range(plan.accum)]
+            self._skip_bad(micro, step + 1, len(data))
+            micro = [b for b in micro if not b.get("empty")]
             local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
-            n_tokens = reduce_sum(acc, torch.tensor(float(local_tokens), device=acc.device))
+            # a step whose every record was skipped has no tokens: its gradient is zero, not a division by zero
+            n_tokens = reduce_sum(acc, torch.tensor(float(local_tokens), device=acc.device)).clamp(min=1.0)
             loss_sum = torch.zeros((), device=acc.device)
             for k, b in enumerate(micro):
                 last = k == len(micro) - 1
@@ -279,6 +346,7 @@ class Trainer:
                 "grad_norm": None if grad_norm is None else float(grad_norm),
                 "samples_per_s": round(plan.global_batch / dt, 2),
                 "tokens": int(n_tokens),
+                **({"skipped_records": len(self.skipped)} if self.skipped else {}),
             }
             self._log(record, step)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=record["samples_per_s"])
@@ -310,7 +378,32 @@ class Trainer:
             num_workers=workers,
             prefetch_factor=2 * plan.accum if workers else None,
             pin_memory=self.acc.device.type == "cuda",
+            # the iterator draws its base seed from this generator, not from torch's global RNG, so creating it
+            # after a resume restored the RNG (dropout, LoRA dropout) leaves that state exactly as it was saved
+            generator=torch.Generator().manual_seed(self.cfg.train.seed * 1000003 + step),
         )
+
+    def _skip_bad(self, micro: list[dict[str, Any]], step: int, n_records: int) -> None:
+        """Count records whose image could not be read (logged with id and file); stop past --data.max_bad_fraction."""
+        for b in micro:
+            for bad in b.get("bad", []):
+                if bad["id"] not in self.skipped:
+                    log.warning("step %d: skipping record %s: %s", step, bad["id"], bad["problem"])
+                    self.skipped[bad["id"]] = {**bad, "step": step}
+                    if self.acc.is_main_process:
+                        with open(self.out / "skipped.jsonl", "a", encoding="utf-8") as f:
+                            f.write(json.dumps({**bad, "step": step, "phase": "train"}) + "\n")
+        n_bad = len(self.skipped)
+        if self.world > 1:
+            n_bad = int(reduce_sum(self.acc, torch.tensor(float(n_bad), device=self.acc.device)))
+        limit = self.cfg.data.max_bad_fraction * n_records
+        if n_bad > limit:
+            first = next(iter(self.skipped.values()), {"id": "?", "problem": "on another process"})
+            raise DataError(
+                f"{first['problem']} (record {first['id']}); {n_bad} record(s) could not be read during training, "
+                f"more than --data.max_bad_fraction {self.cfg.data.max_bad_fraction} of {n_records}: fix the images "
+                "and resume with --train.resume latest (skipped.jsonl lists them)"
+            )
 
     def _log(self, record: dict[str, Any], step: int) -> None:
         if not self.acc.is_main_process or step % max(1, self.cfg.train.log_every):
@@ -352,26 +445,25 @@ class Trainer:
                 )
                 _fault("SCITUNE_FAULT_IN_SAVE", step)
                 progress = {"step": step, "stage": tc.stage, **({"zero_shards": shards} if shards else {})}
+                if self.skipped:
+                    progress["skipped"] = list(self.skipped.values())
                 save_training_state(tmp, None if sharded else optimizer, scheduler, progress, rngs)
                 for f in staging.glob("zero_rank*") if shards else ():  # never a stale folder's shards
                     os.replace(f, tmp / f.name)
                 (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
 
-            write_checkpoint(path, writer)
+            if (self.out / runs.METRICS).is_file():
+                fsync_file(self.out / runs.METRICS)  # the metrics up to this step are as durable as the checkpoint
+            extra = {"run_id": self.run_record.get("run_id"), "fingerprint": self.fingerprint}
+            write_checkpoint(path, writer, extra=extra)
             shutil.rmtree(staging, ignore_errors=True)
             log.info("saved checkpoint %s", path)
         acc.wait_for_everyone()
         return path
 
     def _prune(self) -> None:
-        if not self.acc.is_main_process or self.cfg.train.keep_last <= 0:
-            return
-        root = self.out / "checkpoints"
-        done = sorted(p for p in root.glob("step-*") if is_complete(p))
-        for old in done[: -self.cfg.train.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-        for tmp in [*root.glob(".tmp-*"), *root.glob(".zero-*")]:  # leftovers of an interrupted save
-            shutil.rmtree(tmp, ignore_errors=True)
+        if self.acc.is_main_process:
+            prune_checkpoints(self.out, self.cfg.train.keep_last, self.run_record.get("run_id", ""))
 
 
 def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
@@ -392,6 +484,6 @@ class _nullcontext:
         return False
 
 
-def train(cfg: RunConfig) -> TrainResult:
+def train(cfg: RunConfig, overwrite: bool = False, config_text: str | None = None) -> TrainResult:
     """Train one stage as configured; see `Trainer`."""
-    return Trainer(cfg).run()
+    return Trainer(cfg, overwrite, config_text).run()

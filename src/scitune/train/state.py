@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from scitune.io import DataError
+
 log = logging.getLogger(__name__)
 
 
@@ -101,15 +103,33 @@ def save_training_state(
     (out / "trainer_state.json").write_text(json.dumps(state))
 
 
-def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int) -> dict[str, Any]:
-    """Restore optimizer, scheduler and this rank's RNG from ``ckpt``; return the saved progress."""
+def load_training_state(
+    ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int, allow_inexact: bool = False
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and this rank's RNG from ``ckpt``; return the saved progress.
+
+    A checkpoint without the optimizer state or this rank's RNG state cannot be resumed exactly: that is an error
+    unless ``allow_inexact`` (``--train.allow_inexact_resume``), and then a warning says what restarts.
+    """
     state = json.loads((ckpt / "trainer_state.json").read_text())
     shards = state["progress"].get("zero_shards")
+
+    def inexact(what: str) -> None:
+        if not allow_inexact:
+            raise DataError(
+                f"{ckpt}: {what}, so the resume cannot be exact; pass --train.allow_inexact_resume true to go on"
+            )
+        log.warning("%s: %s: resuming inexactly (--train.allow_inexact_resume)", ckpt, what)
+
     if zero_optimizer(optimizer) is not None and shards:
         load_zero_shard(ckpt, optimizer, rank, shards)
     elif state["optimizer"] is None or is_deepspeed(optimizer):
-        log.warning("%s: no optimizer state this run can load (DeepSpeed ZeRO-3, or a run with another layout): "
-                    "AdamW's moments restart from zero", ckpt)  # fmt: skip
+        inexact(
+            "it holds no optimizer state this run can load (DeepSpeed ZeRO-3, or another layout): AdamW's "
+            "moments would restart from zero"
+        )
+    elif not (ckpt / "optimizer.safetensors").is_file():
+        inexact("optimizer.safetensors is missing: AdamW's moments would restart from zero")
     else:
         optimizer_from_files(optimizer, load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"])
     sched = scheduler.state_dict()
@@ -118,6 +138,11 @@ def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler:
     rng_file = ckpt / f"rng_rank{rank}.safetensors"
     if rng_file.is_file() and rank < len(state["rng"]):
         set_rng_state(load_file(str(rng_file)), state["rng"][rank])
+    else:
+        inexact(
+            f"{rng_file.name} is missing (written by {len(state['rng'])} process(es)): dropout and sampling "
+            "would draw other random numbers"
+        )
     return state["progress"]
 
 

@@ -96,7 +96,7 @@ def test_vision_lr_gets_its_own_groups():
     lrs = sched.get_last_lr()  # warmup step 0 of 2: half of each group's peak
     assert lrs[0] == pytest.approx(5e-4) and lrs[-1] == pytest.approx(5e-6)
     with pytest.raises(ValueError, match="--optim.vision_lr"):
-        OptimConfig(vision_lr=0.0)
+        OptimConfig(vision_lr=-1e-5)
 
 
 def test_full_finetune_freezing_with_and_without_lora():

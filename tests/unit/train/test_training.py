@@ -78,12 +78,12 @@ def test_kill_during_save_leaves_no_checkpoint_that_resume_picks(tmp_path, tiny_
     out = tmp_path / "k"
     killed = run_cli("train", "--config", str(cfg), "--train.out_dir", str(out), env={"SCITUNE_FAULT_IN_SAVE": "6"})
     assert killed.returncode == -signal.SIGKILL
-    assert list((out / "checkpoints").glob(".tmp-step-000006-*")), "the interrupted save left its temp folder"
+    assert list((out / "checkpoints").glob(".scitune-tmp-step-000006-*")), "the interrupted save left its temp folder"
     assert latest_checkpoint(out).name == "step-000003"
     resumed = run_cli("train", "--config", str(cfg), "--train.out_dir", str(out), "--train.resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(losses(out)) == 8
-    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert not list((out / "checkpoints").glob(".scitune-tmp-*"))
 
 
 @pytest.mark.slow
