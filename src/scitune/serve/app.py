@@ -1,6 +1,7 @@
 """The HTTP side of `scitune serve`: OpenAI-compatible routes, errors in OpenAI's shape, the chat page.
 
-Generation happens in `scitune.serve.batcher`; request checks in `scitune.serve.prepare`.
+Generation happens in `scitune.serve.batcher`; request checks in `scitune.serve.prepare`; the Host check in
+`scitune.serve.hosts`; connection limits and the request-head deadline in `scitune.serve.connections`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,19 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scitune.model.vlm import VisionLanguageModel
-from scitune.serve.batcher import Batcher, Delta, Failed, Finished, GenerationEngine, Job, timeout_error
+from scitune.serve.batcher import (
+    Batcher,
+    Delta,
+    Failed,
+    Finished,
+    GenerationEngine,
+    Job,
+    overloaded_error,
+    timeout_error,
+)
+from scitune.serve.bodies import BodyDrainMiddleware, read_body
 from scitune.serve.config import ServeConfig
+from scitune.serve.hosts import HostCheckMiddleware, HostPolicy
 from scitune.serve.prepare import Prepared, RequestPreparer
 from scitune.serve.schema import (
     ApiError,
@@ -58,8 +70,8 @@ def served_name(cfg: ServeConfig) -> str:
 
 
 def _error(e: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
+    return JSONResponse(e.body(), status_code=e.status, headers={**headers, **(e.headers or {})})
 
 
 def _param(loc: tuple) -> str | None:
@@ -83,21 +95,6 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
         msg = f"{param or 'body'}: {first['msg']}{more}"
         raise ApiError(400, msg, first["type"], param) from None
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with a 413 as soon as it passes ``limit`` bytes (announced or actual)."""
-    announced = request.headers.get("content-length", "")
-    too_big = ApiError(413, f"request body is larger than the limit of {limit} bytes", "request_too_large")
-    if announced.isdigit() and int(announced) > limit:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _JobStream(StreamingResponse):
@@ -195,8 +192,10 @@ def create_app(model: VisionLanguageModel, cfg: ServeConfig) -> FastAPI:
     """
     name = served_name(cfg)
     preparer = RequestPreparer(model, cfg, name)
-    batcher = Batcher(GenerationEngine(model, preparer.template_stops), cfg.max_batch_size, cfg.max_wait_ms)
+    engine = GenerationEngine(model, preparer.template_stops)
+    batcher = Batcher(engine, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
     created = int(time.time())
+    preparing = 0  # requests admitted and not yet queued (parsing, decoding images, tokenizing)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -205,8 +204,13 @@ def create_app(model: VisionLanguageModel, cfg: ServeConfig) -> FastAPI:
         await batcher.stop()
 
     app = FastAPI(title="scitune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(HostCheckMiddleware, policy=HostPolicy.for_server(cfg.host, cfg.allowed_hosts))
+    # outermost, so it sees the Host check's refusals too; a body somewhat over the limit is still drained, so that a
+    # client that sends it all before reading gets its 413 instead of a reset connection
+    app.add_middleware(BodyDrainMiddleware, max_bytes=2 * cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
     app.state.batcher = batcher
     app.state.model_name = name
+    app.state.connections = None  # make_server's ConnectionGuard, whose counts /health shows
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
@@ -231,7 +235,10 @@ def create_app(model: VisionLanguageModel, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": name, "batching": batcher.stats.as_dict()}
+        conns = app.state.connections
+        queue = {"preparing": preparing, "queued": batcher.queued, "max_queue": cfg.max_queue}
+        body = {"status": "ok", "model": name, "batching": batcher.stats.as_dict(), "queue": queue}
+        return body | ({"connections": conns.as_dict()} if conns is not None else {})
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models() -> dict:
@@ -244,9 +251,18 @@ def create_app(model: VisionLanguageModel, cfg: ServeConfig) -> FastAPI:
             raise ApiError(
                 415, f"Content-Type must be application/json, not {ctype or 'missing'!r}", "invalid_content_type"
             )
-        req = parse_request(await read_body(request, cfg.max_body_bytes))
-        prep = await asyncio.to_thread(preparer.prepare, req)
-        batcher.submit(prep.job)
+        body = await read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
+        nonlocal preparing
+        if preparing + batcher.queued >= cfg.max_queue:
+            raise overloaded_error(f"{preparing + batcher.queued} requests are waiting")
+        preparing += 1  # counted until queued, so decoded images stay within max_queue x max_request_pixels
+        try:
+            req = await asyncio.to_thread(parse_request, body)  # a multi-MB body must not hold up the event loop
+            del body
+            prep = await asyncio.to_thread(preparer.prepare, req)
+            batcher.submit(prep.job)
+        finally:
+            preparing -= 1
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return _JobStream(stream_events(prep, name, usage), prep.job)
@@ -276,13 +292,28 @@ def is_loopback(host: str) -> bool:
 
 
 def make_server(app: FastAPI, cfg: ServeConfig):
-    """A `uvicorn.Server` for ``app`` (warns when bound to anything but loopback)."""
+    """A `uvicorn.Server` for ``app`` with the connection limits of ``cfg`` (warns when bound to anything but
+    loopback)."""
     import uvicorn
+
+    from scitune.serve.connections import guarded_h11
 
     if not is_loopback(cfg.host):
         log.warning(
             "binding %s:%d: the model is reachable from the network%s",
-            cfg.host, cfg.port, "" if cfg.api_key else " and anyone can use it (no --api_key set)",
-        )  # fmt: skip
-    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+            cfg.host,
+            cfg.port,
+            "" if cfg.api_key else " and anyone can use it (no --api_key set)",
+        )
+    protocol = guarded_h11(cfg.max_connections, cfg.header_timeout_s)
+    app.state.connections = protocol.guard
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        timeout_graceful_shutdown=5,
+        http=protocol,  # h11 with the connection cap and the request-head deadline (never httptools)
+        ws="none",  # no WebSocket routes; an upgrade would also move the connection out of the guard's sight
+    )
     return uvicorn.Server(config)

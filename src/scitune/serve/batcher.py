@@ -86,6 +86,17 @@ def timeout_error() -> ApiError:
     return ApiError(408, "the request took longer than the server's timeout (--timeout_s)", "timeout")
 
 
+def overloaded_error(what: str) -> ApiError:
+    """A 503 asking the client to come back (OpenAI's clients retry it after ``Retry-After``)."""
+    return ApiError(
+        503,
+        f"the server is overloaded ({what}); try again shortly",
+        "server_overloaded",
+        type="server_error",
+        headers={"Retry-After": "1"},
+    )
+
+
 @dataclass
 class BatchStats:
     """What the batcher did: batches run, rows and requests in them, and a histogram of batch sizes (rows)."""
@@ -277,10 +288,12 @@ class Batcher:
         engine: runs a batch (in a dedicated thread, so the event loop keeps serving).
         max_batch_size: most rows per batch; a request is never split, so one with n > max_batch_size runs alone.
         max_wait_ms: how long the first job of a batch waits for company.
-        max_queue: most jobs waiting; more get a 429.
+        max_queue: most jobs waiting; more get a 503.
     """
 
-    def __init__(self, engine: GenerationEngine, max_batch_size: int = 8, max_wait_ms: float = 10.0, max_queue=256):
+    def __init__(
+        self, engine: GenerationEngine, max_batch_size: int = 8, max_wait_ms: float = 10.0, max_queue: int = 64
+    ):
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -315,11 +328,16 @@ class Batcher:
         if self._wake is None:
             raise RuntimeError("Batcher.start() was not called")
         if len(self._pending) >= self.max_queue:
-            raise ApiError(429, "the server is busy; try again shortly", "server_busy", type="rate_limit_error")
+            raise overloaded_error(f"{len(self._pending)} requests are queued")
         job.loop = asyncio.get_running_loop()
         job.events = asyncio.Queue()
         self._pending.append(job)
         self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a batch (not counting the batch being generated)."""
+        return len(self._pending)
 
     async def _next(self, timeout: float | None) -> bool:
         """Wait until a job is pending (or ``timeout`` passes); True if one is."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -19,6 +19,9 @@ class ServeConfig:
     """Address to bind; anything but loopback exposes the model to the network (a warning is logged)."""
     port: int = 8000
     """TCP port (0 = any free port)."""
+    allowed_hosts: list[str] = field(default_factory=list)
+    """Host names the Host header may carry, against DNS rebinding (port ignored; '*' = any, '*.example.org' = its
+    subdomains). Empty = --host plus localhost, 127.0.0.1 and ::1; any host when --host is a wildcard (0.0.0.0, ::)."""
     model_name: str = ""
     """Model id that clients send and /v1/models lists (default: the checkpoint folder's name)."""
     api_key: str | None = None
@@ -33,12 +36,27 @@ class ServeConfig:
     """Per-request limit, queueing included; past it the request gets a 408 (or an error event when streaming)."""
     max_body_bytes: int = 20 * 1024 * 1024
     """Largest request body (413 above)."""
+    max_text_chars: int = 0
+    """Most characters of message text, refused before tokenization (0 = derived: the context length times the
+    longest token string in the vocabulary, as no token covers more characters; longer text cannot fit)."""
+    header_timeout_s: float = 10.0
+    """A connection must send a whole request head within this many seconds of connecting (or of its previous
+    response); otherwise it is closed."""
+    body_timeout_s: float = 30.0
+    """The request body must arrive within this many seconds of the head (408 otherwise)."""
+    max_connections: int = 256
+    """Most open connections; at the limit a new one closes the oldest connection still waiting for its request
+    head, or gets a 503 if every connection is busy."""
+    max_queue: int = 64
+    """Most requests being prepared or waiting for the batcher; more get a 503 with Retry-After."""
     max_image_bytes: int = 10 * 1024 * 1024
     """Largest encoded image (413 above)."""
     max_image_pixels: int = 4096 * 4096
     """Largest image in pixels, checked from the header before decoding (400 above)."""
     max_images: int = 4
     """Most images in one request."""
+    max_request_pixels: int = 4 * 2048 * 2048
+    """Most pixels of all images of one request together, checked from the headers before decoding (400 above)."""
     max_n: int = 8
     """Largest ``n`` (choices per request)."""
     default_max_tokens: int = 256
@@ -54,9 +72,16 @@ class ServeConfig:
             "--max_wait_ms": self.max_wait_ms >= 0,
             "--timeout_s": self.timeout_s > 0,
             "--max_body_bytes": self.max_body_bytes > 0,
+            "--max_text_chars": self.max_text_chars >= 0,
+            "--header_timeout_s": self.header_timeout_s > 0,
+            "--body_timeout_s": self.body_timeout_s > 0,
+            "--max_connections": self.max_connections >= 1,
+            "--max_queue": self.max_queue >= 1,
+            "--allowed_hosts": all(isinstance(h, str) and h.strip() and "/" not in h for h in self.allowed_hosts),
             "--max_image_bytes": self.max_image_bytes > 0,
             "--max_image_pixels": self.max_image_pixels > 0,
             "--max_images": self.max_images >= 0,
+            "--max_request_pixels": self.max_request_pixels > 0,
             "--max_n": self.max_n >= 1,
             "--default_max_tokens": self.default_max_tokens >= 1,
         }

@@ -50,6 +50,15 @@ def read_image(url: str, limits: ImageLimits, param: str | None = None) -> Image
         limits: the size limits and the image root.
         param: the request field named in errors, e.g. ``messages.0.content.1.image_url``.
     """
+    return load_rgb(open_image(url, limits, param), param)
+
+
+def open_image(url: str, limits: ImageLimits, param: str | None = None) -> Image.Image:
+    """The image an ``image_url`` names, checked from its header but not decoded yet (`load_rgb` decodes it).
+
+    Its ``size`` is known, so a request's images can be checked together before any of them is decoded.
+    Arguments as in `read_image`.
+    """
     scheme = urlparse(url).scheme.lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", url) else ""
     if scheme == "data":
         data = _data_url_bytes(url, limits, param)
@@ -70,7 +79,7 @@ def read_image(url: str, limits: ImageLimits, param: str | None = None) -> Image
         data = _local_bytes(url, limits, param)
     else:
         raise ApiError(400, f"unsupported image URL scheme {scheme!r}: use a data: URL", "invalid_image_url", param)
-    return decode_image(data, limits, param)
+    return _open_checked(data, limits, param)
 
 
 def _data_url_bytes(url: str, limits: ImageLimits, param: str | None) -> bytes:
@@ -122,10 +131,14 @@ def _local_bytes(path: str, limits: ImageLimits, param: str | None) -> bytes:
 
 def decode_image(data: bytes, limits: ImageLimits, param: str | None = None) -> Image.Image:
     """Decode image bytes to RGB, checking the pixel count from the header before decoding."""
+    return load_rgb(_open_checked(data, limits, param), param)
+
+
+def _open_checked(data: bytes, limits: ImageLimits, param: str | None) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise ApiError(413, f"image is larger than the limit of {limits.max_bytes} bytes", "image_too_large", param)
     try:
-        im = Image.open(io.BytesIO(data), formats=FORMATS)
+        im = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError:
         raise ApiError(400, "image has too many pixels", "image_too_large", param) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
@@ -137,8 +150,13 @@ def decode_image(data: bytes, limits: ImageLimits, param: str | None = None) -> 
         raise ApiError(
             400, f"image is {w}x{h} pixels; the limit is {limits.max_pixels} pixels", "image_too_large", param
         )
+    return im
+
+
+def load_rgb(im: Image.Image, param: str | None = None) -> Image.Image:
+    """Decode an image from `open_image` to RGB (one copy of the pixels: an RGB image is not copied again)."""
     try:
         im.load()
-        return im.convert("RGB")
+        return im if im.mode == "RGB" else im.convert("RGB")
     except Exception:  # truncated or corrupt data: the decoders raise OSError, ValueError, SyntaxError, ...
         raise ApiError(400, "the image is corrupt or truncated", "invalid_image", param) from None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from PIL import Image
 
 from scitune.data.conversation import Message
@@ -16,19 +20,66 @@ from scitune.infer.generate import Generator
 from scitune.model.vlm import VisionLanguageModel
 from scitune.serve.batcher import Job
 from scitune.serve.config import ServeConfig
-from scitune.serve.images import ImageLimits, read_image
+from scitune.serve.images import ImageLimits, load_rgb, open_image
 from scitune.serve.schema import ApiError, ChatCompletionRequest, ChatMessage
+
+log = logging.getLogger(__name__)
 
 MAX_STOPS = 4
 
 
-def context_length(model: VisionLanguageModel) -> int | None:
-    """The LLM's context (``max_position_embeddings``), or the tokenizer's limit, or None if unknown."""
-    n = getattr(model.llm.config, "max_position_embeddings", None)
-    if n:
-        return int(n)
-    m = getattr(model.tokenizer, "model_max_length", None)
-    return int(m) if m and m < 10**9 else None
+def text_char_limit(tokenizer: Any, context: int | None) -> int:
+    """Most characters of message text that can fit in ``context`` tokens (0 = unknown context: no limit).
+
+    A token never covers more characters than its string in the vocabulary has: byte-level BPE spells one
+    character per byte, SentencePiece one '▁' per space and '<0x41>' for one byte. So text with more characters than
+    ``context`` x the longest token string cannot fit, and is refused before anything is tokenized.
+    """
+    if not context:
+        return 0
+    longest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    if _folds_characters(tokenizer):
+        log.warning(
+            "the tokenizer has an unknown-word token or drops whitespace, so one token may cover more characters "
+            "than it spells; the derived text limit (%d characters) could refuse text that fits: set --max_text_chars",
+            context * longest,
+        )
+    return context * max(longest, 1)
+
+
+def _folds_characters(tokenizer: Any) -> bool:
+    """True when a token can stand for an unbounded run of characters (the bound above does not hold)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    spec = json.loads(backend.to_str())
+    model = spec.get("model") or {}
+    unknown = (model.get("unk_token") is not None or model.get("unk_id") is not None) and not model.get("byte_fallback")
+    pre = json.dumps(spec.get("pre_tokenizer"))
+    return unknown or any(name in pre for name in ('"Whitespace"', '"WhitespaceSplit"', '"BertPreTokenizer"'))
+
+
+class ThreadTokenizers:
+    """A copy of the tokenizer per thread, made on first use, so requests tokenize in parallel without a lock.
+
+    HF fast tokenizers wrap one Rust object that raises 'Already borrowed' when two threads use it at once (encoding
+    may set its truncation/padding state). A lock around it made every request wait for the longest one (a 10 MB
+    prompt stalled all others for seconds); each thread's own copy needs none, and the Rust encoder releases the GIL.
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.source = tokenizer
+        self._local = threading.local()
+        self._copying = threading.Lock()  # guards only the copying (a few ms per thread, once), never tokenizing
+
+    def get(self) -> Any:
+        """This thread's tokenizer."""
+        tok = getattr(self._local, "tokenizer", None)
+        if tok is None:
+            with self._copying:
+                tok = copy.deepcopy(self.source)
+            self._local.tokenizer = tok
+        return tok
 
 
 @dataclass
@@ -46,18 +97,21 @@ class RequestPreparer:
         gen = Generator(model)  # the same template, image slots and stop strings as offline generation
         self.model, self.cfg, self.model_name = model, cfg, model_name
         self.template, self.slots, self.template_stops = gen.template, gen.slots, gen.stops
-        self.context = context_length(model)
+        self.context = model.context_length
         self.limits = ImageLimits.make(cfg.max_image_bytes, cfg.max_image_pixels, cfg.image_root)
-        # requests are prepared in several threads at once; a fast tokenizer may refuse concurrent encode calls
-        self._tokenizer_lock = threading.Lock()
+        self.max_text_chars = cfg.max_text_chars or text_char_limit(model.tokenizer, self.context)
+        self.tokenizers = ThreadTokenizers(model.tokenizer)  # requests are prepared in several threads at once
 
     def prepare(self, req: ChatCompletionRequest) -> Prepared:
         """Validate ``req`` and build its `Job` (CPU work: call it off the event loop)."""
         if req.model != self.model_name:
             raise ApiError(
-                404, f"model {req.model!r} is not served here; this server serves {self.model_name!r}",
-                "model_not_found", "model", type="not_found_error",
-            )  # fmt: skip
+                404,
+                f"model {req.model!r} is not served here; this server serves {self.model_name!r}",
+                "model_not_found",
+                "model",
+                type="not_found_error",
+            )
         unsupported = {
             "presence_penalty": req.presence_penalty not in (None, 0),
             "frequency_penalty": req.frequency_penalty not in (None, 0),
@@ -73,15 +127,22 @@ class RequestPreparer:
         if len(stops) > MAX_STOPS:
             raise ApiError(400, f"at most {MAX_STOPS} stop sequences are allowed", "invalid_value", "stop")
         messages, urls = self._messages(req.messages)
-        images = [read_image(url, self.limits, param) for url, param in urls]
-        with self._tokenizer_lock:
-            slots = self.slots.for_images([im.size for im in images])  # AnyRes: counts follow each image
-            enc = encode_prompt(messages, self.model.tokenizer, self.template, slots)
-        if enc.n_images != len(images):  # cannot happen: placeholders in text are refused in _messages
+        opened = [open_image(url, self.limits, param) for url, param in urls]  # headers only: sizes, no pixels
+        pixels = sum(im.size[0] * im.size[1] for im in opened)
+        if pixels > self.cfg.max_request_pixels:
+            raise ApiError(
+                400,
+                f"the images of this request have {pixels} pixels in all; the limit is {self.cfg.max_request_pixels}",
+                "too_many_pixels",
+                "messages",
+            )
+        slots = self.slots.for_images([im.size for im in opened])  # AnyRes: counts follow each image
+        enc = encode_prompt(messages, self.tokenizers.get(), self.template, slots)
+        if enc.n_images != len(opened):  # cannot happen: placeholders in text are refused in _messages
             raise ApiError(400, "image placeholders and images do not match", "invalid_value", "messages")
         prompt_tokens = len(enc.input_ids)
         max_tokens = self._max_tokens(req, prompt_tokens)
-        pix = self._pixels(images)
+        pix = self._pixels(opened, [param for _, param in urls])  # decoded last, once every cheap check passed
         job = Job(
             input_ids=enc.input_ids,
             pixel_values=pix,
@@ -95,10 +156,21 @@ class RequestPreparer:
         )
         return Prepared(job, prompt_tokens)
 
-    def _pixels(self, images: list[Image.Image]) -> Any:
-        if not images:
+    def _pixels(self, opened: list[Image.Image], params: list[str]) -> torch.Tensor | None:
+        """The pixel tensor of a request's images, (n_tiles, C, H, W), decoding one image at a time.
+
+        A decoded image (up to max_image_pixels x 3 bytes) is dropped as soon as its pixels are processed, so a
+        request holds at most one at a time; the processors put each image's tiles on dim 0, so processing image by
+        image gives the same tensor as processing them together.
+        """
+        if not opened:
             return None
-        return self.model.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        parts = []
+        for param in params:
+            image = load_rgb(opened.pop(0), param)  # the opened (undecoded) image goes too
+            parts.append(self.model.image_processor(images=[image], return_tensors="pt")["pixel_values"])
+            del image
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def _max_tokens(self, req: ChatCompletionRequest, prompt_tokens: int) -> int:
         asked = req.completion_limit()
@@ -121,6 +193,16 @@ class RequestPreparer:
             param,
         )
 
+    def _too_much_text(self, chars: int) -> ApiError:
+        context = f"this model's context of {self.context} tokens" if self.context else "this server"
+        return ApiError(
+            400,
+            f"The messages hold at least {chars} characters of text, more than the {self.max_text_chars} that can fit "
+            f"in {context}. Please reduce the length of the messages.",
+            "context_length_exceeded",
+            "messages",
+        )
+
     def _messages(self, msgs: list[ChatMessage]) -> tuple[list[Message], list[tuple[str, str]]]:
         """Messages in scitune's form, and the image URLs in order with the request field naming each."""
         if msgs[-1].role != "user":
@@ -128,6 +210,7 @@ class RequestPreparer:
         out: list[Message] = []
         urls: list[tuple[str, str]] = []
         token = self.slots.placeholder
+        chars = 0
         for i, m in enumerate(msgs):
             role = "system" if m.role == "developer" else m.role
             if role == "system" and i > 0:
@@ -138,11 +221,16 @@ class RequestPreparer:
                 param = f"messages.{i}.content" + ("" if isinstance(m.content, str) else f".{j}")
                 text = part if isinstance(part, str) else getattr(part, "text", None)
                 if text is not None:
+                    chars += len(text)
+                    if self.max_text_chars and chars > self.max_text_chars:
+                        raise self._too_much_text(chars)
                     if token in text:
                         raise ApiError(
-                            400, f"text may not contain {token!r}; send images as image_url parts",
-                            "invalid_value", param,
-                        )  # fmt: skip
+                            400,
+                            f"text may not contain {token!r}; send images as image_url parts",
+                            "invalid_value",
+                            param,
+                        )
                     pieces.append(text)
                 elif role != "user":
                     raise ApiError(400, "only user messages may contain images", "invalid_value", param)

@@ -129,9 +129,12 @@ class ApiError(Exception):
         code: str | None = None,
         param: str | None = None,
         type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
+        self.headers = headers
+        """Extra response headers, e.g. ``Retry-After`` on a 503 or ``Connection: close`` when the body is unread."""
 
     def body(self) -> dict:
         return ErrorResponse(

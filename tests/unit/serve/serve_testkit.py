@@ -10,9 +10,11 @@ import io
 import json
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -70,6 +72,49 @@ def running_server(**overrides):
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def address(base: str) -> tuple[str, int]:
+    """``("127.0.0.1", port)`` of a ``http://127.0.0.1:port`` base URL."""
+    host, port = base.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def raw_request(
+    base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout=30
+) -> tuple[int, dict[str, str], dict | str]:
+    """One request on a fresh connection, headers as given (a ``Host`` here replaces the automatic one).
+
+    Returns (status, response headers with lower-case names, JSON body parsed or text).
+    """
+    conn = http.client.HTTPConnection(*address(base), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        got = {k.lower(): v for k, v in resp.getheaders()}
+        return (
+            resp.status,
+            got,
+            json.loads(text) if got.get("content-type", "").startswith("application/json") else text,
+        )
+    finally:
+        conn.close()
+
+
+def chat_body(text: str = "hi", **kw) -> bytes:
+    """A short greedy chat request for the tiny model."""
+    return json.dumps({"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 2, **kw}).encode()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG claiming ``width`` x ``height`` with a few bytes of pixel data: it opens, but cannot decode."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
 def client(base: str, api_key: str = "unused", **kw):
