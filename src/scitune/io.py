@@ -146,23 +146,27 @@ def check_input_file(path: str | os.PathLike[str], what: str = "file") -> Path:
     return path
 
 
-def _undecodable(path: Path, lineno: int, line: bytes, e: UnicodeDecodeError) -> DataError:
-    bad = line[e.start : e.start + 1].hex()
+def not_utf8(path: str | os.PathLike[str], line: int, offset: int, byte: int | None) -> DataError:
+    """The `DataError` for the first byte of ``path`` that is not UTF-8: file, line and byte offset."""
+    bad = f"byte 0x{byte:02x} at offset {offset}" if byte is not None else "a truncated character"
     return DataError(
-        f"{path}:{lineno}: not UTF-8 text (byte 0x{bad} at column {e.start + 1}); re-encode the file as UTF-8"
+        f"{path}:{line}: not UTF-8 text ({bad}); re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8"
     )
 
 
 def iter_text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` of a UTF-8 file; bytes that are not UTF-8 raise `DataError` naming the line."""
     path = check_input_file(path)
+    offset = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                raise _undecodable(path, lineno, raw, e) from None
-            yield lineno, text.lstrip("\ufeff") if lineno == 1 else text
+                at = e.start + (3 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf") else 0)
+                raise not_utf8(path, lineno, offset + at, raw[at] if at < len(raw) else None) from None
+            offset += len(raw)
+            yield lineno, text
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
@@ -172,10 +176,8 @@ def read_text(path: str | os.PathLike[str]) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        lineno = raw.count(b"\n", 0, e.start) + 1
-        line_start = raw.rfind(b"\n", 0, e.start) + 1
-        e2 = UnicodeDecodeError(e.encoding, e.object, e.start - line_start, e.end - line_start, e.reason)
-        raise _undecodable(path, lineno, raw[line_start:], e2) from None
+        at = e.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        raise not_utf8(path, raw.count(b"\n", 0, at) + 1, at, raw[at] if at < len(raw) else None) from None
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -12,6 +12,7 @@ HELP = "commands: /image PATH (attach to the next message), /reset, /quit"
 
 def main(argv: list[str]) -> int:
     from scitune.infer.generate import ChatSession, open_image
+    from scitune.io import DataError
     from scitune.model.checkpoint import load_model
 
     p = parser("chat", f"Chat with a checkpoint in the terminal.\n\n{HELP}")
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
             try:
                 pending = open_image(line.split(" ", 1)[1].strip())
                 print("(image attached to your next message)", flush=True)
-            except OSError as e:
+            except DataError as e:  # a bad image is this turn's problem, not the session's end
                 print(f"(cannot open image: {e})", flush=True)
         else:
             print("assistant>", session.ask(line, pending), flush=True)

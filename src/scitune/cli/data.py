@@ -35,21 +35,37 @@ def _validate_parser() -> ArgumentParser:
     v.add_argument("--image_root", default=None, help="folder for relative image paths (default: data's folder)")
     v.add_argument("--template", default=None, help="chat template (default: the checkpoint's)")
     v.add_argument("--max_length", type=int, default=2048, help="context length")
+    v.add_argument(
+        "--max_image_pixels", type=int, default=50_000_000, help="largest image (width x height); 0 = no limit"
+    )
+    v.add_argument(
+        "--allow_outside_root",
+        type=bool,
+        default=False,
+        help="accept image paths that leave the image root (absolute, '..', symlinks pointing out)",
+    )
     return v
 
 
 def _validate(args: Any) -> int:
-    from scitune.data.dataset import validate_file
+    from scitune.data.dataset import ImageCheck, validate_file
     from scitune.data.templates import get_template
     from scitune.data.tokenize import ImageSlots
+    from scitune.io import check_input_file
     from scitune.model.checkpoint import load_model
 
+    check_input_file(args.data, "data file")  # before the model loads
     model = load_model(args.checkpoint)
     slots = ImageSlots(model.identity.get("image_token", "<image>"), model.image_token_id, model.num_image_tokens)
     template = get_template(args.template or model.template)
-    samples, report = validate_file(Path(args.data), model.tokenizer, template, slots, args.image_root, args.max_length)
+    check = ImageCheck(args.max_image_pixels or None, args.allow_outside_root)
+    samples, report = validate_file(
+        Path(args.data), model.tokenizer, template, slots, args.image_root, args.max_length, image_check=check
+    )
     print(report.summary(limit=1000))
-    return 0 if report.ok else 1
+    if not report.ok:
+        return fail(f"{args.data}: {len(report.problems)} of {report.total} records are bad (listed above)", 1)
+    return 0
 
 
 def _stats_parser() -> ArgumentParser:
@@ -177,8 +193,16 @@ def _cache(args: Any) -> int:
     vision = build_vision_side(args.model, args.device)
     _print(
         build_feature_cache(
-            None, args.data.train, args.out, args.data.image_root, args.batch_size, not args.no_progress, vision=vision
-        )  # fmt: skip
+            None,
+            args.data.train,
+            args.out,
+            args.data.image_root,
+            args.batch_size,
+            not args.no_progress,
+            vision=vision,
+            allow_outside_root=args.data.allow_outside_root,
+            max_pixels=args.data.max_image_pixels or None,
+        )
     )
     return 0
 

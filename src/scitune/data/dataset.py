@@ -15,7 +15,7 @@ from scitune.data.conversation import place_image_tokens, record_images, record_
 from scitune.data.templates import ChatTemplate
 from scitune.data.tokenize import Encoded, ImageSlots, encode_conversation
 from scitune.images import DEFAULT_MAX_PIXELS, open_image, resolve_image_path
-from scitune.io import DataError, check_input_file, read_json
+from scitune.io import DataError, check_input_file, not_utf8, read_json
 
 
 @dataclass
@@ -66,18 +66,17 @@ def scan_file(path: str | os.PathLike[str]) -> tuple[list[tuple[str, dict]], lis
             else:
                 problems.append(Problem(loc, "?", f"expected a JSON object, got {type(rec).__name__}"))
     else:
+        offset = 0
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 loc = f"{path}:{lineno}"
+                start, offset = offset, offset + len(raw)
                 try:
                     line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 except UnicodeDecodeError as e:
+                    byte = raw[e.start] if e.start < len(raw) else None
                     problems.append(
-                        Problem(
-                            loc,
-                            "?",
-                            f"not UTF-8 text (byte 0x{raw[e.start : e.start + 1].hex()} at column {e.start + 1})",
-                        )
+                        Problem(loc, "?", str(not_utf8(path, lineno, start + e.start, byte)).split(": ", 2)[-1])
                     )
                     continue
                 if not line.strip():

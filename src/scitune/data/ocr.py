@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from scitune.images import resolve_image_path
 from scitune.io import DataError
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,9 @@ def ocr_image(image: Image.Image | str | os.PathLike[str], config: OCRConfig | N
     pytesseract = require_tesseract()
     config = config or OCRConfig()
     if not isinstance(image, Image.Image):
-        with Image.open(image) as im:
-            image = im.convert("RGB")
+        from scitune.images import open_image
+
+        image = open_image(image)
     gray = image.convert("L")
     if config.scale != 1:
         size = (round(gray.width * config.scale), round(gray.height * config.scale))
@@ -130,7 +132,10 @@ def _image_path(where: str, record: dict[str, Any], image_root: Path) -> Path:
     image = record.get("image")
     if not isinstance(image, str) or not image:
         raise DataError(f"{where} (id {record.get('id')!r}): no image path to read")
-    path = image_root / image
+    try:
+        path = resolve_image_path(image_root, image)
+    except DataError as e:
+        raise DataError(f"{where} (id {record.get('id')!r}): {e}") from None
     if not path.is_file():
         raise DataError(f"{where} (id {record.get('id')!r}): image {path} not found")
     return path

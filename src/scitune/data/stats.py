@@ -13,7 +13,8 @@ import numpy as np
 from scitune.data.conversation import record_images, record_messages
 from scitune.data.converters.reading import utf8_located
 from scitune.data.dataset import scan_file
-from scitune.io import atomic_path, write_json
+from scitune.images import resolve_image_path
+from scitune.io import DataError, atomic_path, write_json
 
 LengthFn = Callable[[dict[str, Any]], int]
 HISTOGRAM_FILE = "length_histogram.png"
@@ -52,6 +53,15 @@ def checkpoint_length(checkpoint: str | os.PathLike[str]) -> LengthFn:
     slots = ImageSlots(meta.get("image_token", "<image>"), meta["image_token_id"], meta["num_image_tokens"])
     template = get_template(meta.get("template", "scitune"))
     return lambda record: len(encode_conversation(record_messages(record), tok, template, slots))
+
+
+def _inside(root: Path, image: str) -> bool:
+    """Whether ``image`` stays inside the image root (a path that leaves it counts as missing)."""
+    try:
+        resolve_image_path(root, image)
+    except DataError:
+        return False
+    return True
 
 
 def _summary(values: list[int]) -> dict[str, Any]:
@@ -94,6 +104,9 @@ def compute_stats(
     root = Path(image_root) if image_root else path.parent
     with utf8_located(path):
         located, malformed = scan_file(path)
+    for problem in malformed:  # text that is not UTF-8 cannot be counted: name the line
+        if problem.message.startswith("not UTF-8"):
+            raise DataError(f"{problem.location}: {problem.message}")
     length = length or word_length
     missing, turns, sources = Counter(), Counter(), Counter()
     lengths: list[int] = []
@@ -116,7 +129,7 @@ def compute_stats(
         invalid += bad
         with_image += bool(images)
         n_images += len(images)
-        missing_files += sum(not (root / p).is_file() for p in images)
+        missing_files += sum(not _inside(root, p) or not (root / p).is_file() for p in images)
     n_turns = [k for k, v in turns.items() for _ in range(v)]
     stats = {"path": str(path), "records": len(located), "malformed_lines": len(malformed), "invalid": invalid,
              "with_image": with_image, "text_only": len(located) - with_image, "images": n_images,

@@ -98,15 +98,14 @@ def plot_examples(root: Path, examples: list[dict[str, Any]], path: Path) -> Non
     """The example figures, each with its generated description and one answered question."""
     import textwrap
 
-    from PIL import Image
+    from scitune.images import open_image
 
     if not examples:
         return
     fig, sub = _figure(3.2 * len(examples), 4.4)
     axes = sub(1, len(examples), squeeze=False)[0]
     for ax, ex in zip(axes, examples):
-        with Image.open(root / ex["image"]) as im:
-            ax.imshow(im.convert("RGB"), interpolation="nearest")
+        ax.imshow(open_image(root / ex["image"]), interpolation="nearest")
         ax.set_axis_off()
         text = (f"true: {ex['type']}\nmodel: {ex['generated'][:110]}\n\nQ: {ex['question']}\n{ex['choices']}\n"
                 f"answer {ex['gold']} | with image {ex['pred']} | blind {ex['blind']}")  # fmt: skip

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from scitune.io import DataError
+from scitune.io import DataError, check_input_file, read_text
 from scitune.registry import Registry
 
 __all__ = [
@@ -209,8 +209,10 @@ def _scienceqa_result_file(path: Path, data: dict[str, Any], pset: PredictionSet
 
 def _records_of(path: Path) -> tuple[list[tuple[str, Any]], list[str], dict[str, Any] | None]:
     """``(location, object)`` pairs of a JSON list or JSONL file, malformed lines, or a whole JSON object."""
-    raw = path.read_text(encoding="utf-8")
+    raw = read_text(path)
     stripped = raw.lstrip()
+    if not stripped:
+        raise DataError(f"{path}: no predictions (the file is empty)")
     if stripped.startswith("[") or stripped.startswith("{"):
         try:
             data = json.loads(raw)
@@ -248,9 +250,7 @@ def read_predictions(path: str | os.PathLike[str], key: Callable[[dict[str, Any]
     Raises:
         DataError: only when the file itself cannot be read.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: predictions file not found")
+    path = check_input_file(path, "predictions file")
     pset = PredictionSet()
     items, pset.malformed, result_file = _records_of(path)
     if result_file is not None:
@@ -267,6 +267,9 @@ def read_predictions(path: str | os.PathLike[str], key: Callable[[dict[str, Any]
         if ident in pset.records:
             pset.duplicates.append(ident)
         pset.records[ident] = norm
+    if not pset.records:
+        first = f" (e.g. {pset.malformed[0]})" if pset.malformed else ""
+        raise DataError(f"{path}: no usable prediction in the file: {len(pset.malformed)} malformed record(s){first}")
     return pset
 
 

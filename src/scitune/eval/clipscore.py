@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from scitune.eval.zeroshot import load_clip_parts
-from scitune.io import DataError
 
 __all__ = ["CLIP_PREFIX", "CLIP_WEIGHT", "clip_image_embeddings", "clip_scores", "clip_text_embeddings", "clipscores"]
 
@@ -31,11 +30,9 @@ def _features(out: Any) -> torch.Tensor:
 def _open(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{image}: image not found (CLIPScore needs the images)") from None
+    from scitune.images import open_image
+
+    return open_image(image)
 
 
 @torch.no_grad()

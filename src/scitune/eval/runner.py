@@ -178,6 +178,15 @@ def input_stats(bench: Benchmark, examples: list[Example], pset: PredictionSet) 
 
 def _score(bench: Benchmark, examples: list[Example], pset: PredictionSet, out: Path) -> dict[str, Any]:
     stats = input_stats(bench, examples, pset)
+    if stats["missing"]:
+        shown = ", ".join(stats["first"]["missing"][:5])
+        log.warning(
+            "%d of %d questions have no prediction (scored wrong), e.g. %s", stats["missing"], stats["examples"], shown
+        )
+    if stats["malformed"]:
+        log.warning(
+            "%d prediction record(s) ignored as malformed, e.g. %s", stats["malformed"], stats["first"]["malformed"][0]
+        )
     results = bench.score(examples, pset.records, ScoreContext(out, bench.opts.progress))
     return {**results, "input": stats}
 

@@ -47,8 +47,9 @@ def load_clip_parts(clip: Any, processor: Any = None) -> tuple[Any, Any, Any]:
 def _open(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    with Image.open(image) as im:
-        return im.convert("RGB")
+    from scitune.images import open_image
+
+    return open_image(image)
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from scitune.data.collate import collate
 from scitune.data.conversation import Message
 from scitune.data.templates import get_template
 from scitune.data.tokenize import ImageSlots, encode_prompt
+from scitune.images import open_image  # noqa: F401 (re-exported: generate, chat and eval open images here)
 from scitune.model.vlm import VisionLanguageModel
 
 
@@ -32,11 +32,6 @@ class Prompt:
         if missing > 0:
             text = (image_token + "\n") * missing + text
         return cls([Message("user", text)], images)
-
-
-def open_image(path: str | Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> str:
@@ -62,13 +57,20 @@ class Generator:
         )
         self.stops = [s for s in self.template.stop(tok) if s]
 
-    def _batch(self, prompts: list[Prompt]) -> dict[str, Any]:
+    def _batch(self, prompts: list[Prompt], max_new_tokens: int = 0) -> dict[str, Any]:
         items = []
+        context = self.model.context_length
         for p in prompts:
             slots = self.slots.for_images([im.size for im in p.images])
             enc = encode_prompt(p.messages, self.model.tokenizer, self.template, slots)
             if enc.n_images != len(p.images):
                 raise ValueError(f"prompt has {enc.n_images} image placeholder(s) but {len(p.images)} image(s)")
+            if context and len(enc.input_ids) + max_new_tokens > context:
+                raise ValueError(
+                    f"--gen.max_new_tokens: the prompt is {len(enc.input_ids)} tokens (images included) and "
+                    f"{max_new_tokens} new tokens would make {len(enc.input_ids) + max_new_tokens}, over the model's "
+                    f"context of {context} tokens; shorten the prompt or lower --gen.max_new_tokens"
+                )
             item: dict[str, Any] = {"input_ids": torch.tensor(enc.input_ids), "pixel_values": None}
             if p.images:
                 out = self.model.image_processor(images=p.images, return_tensors="pt")
@@ -84,7 +86,7 @@ class Generator:
         cfg = cfg or GenerationConfig()
         if not prompts:
             return []
-        batch = self._batch(prompts)
+        batch = self._batch(prompts, cfg.max_new_tokens)
         dev = self.model.device
         tok = self.model.tokenizer
         stops = self.stops + list(cfg.stop)

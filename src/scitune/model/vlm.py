@@ -75,6 +75,16 @@ class VisionLanguageModel(nn.Module):
         return image_token_count(self.image_grid(size), self.num_image_tokens)
 
     @property
+    def context_length(self) -> int | None:
+        """Tokens the LLM attends over (``max_position_embeddings``), or the tokenizer's limit; None if unknown."""
+        cfg = getattr(self.llm, "config", None)
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        if n:
+            return int(n)
+        m = getattr(getattr(self, "tokenizer", None), "model_max_length", None)
+        return int(m) if m and m < 10**9 else None
+
+    @property
     def device(self) -> torch.device:
         return next(self.projector.parameters(), next(self.llm.parameters())).device
 

@@ -12,6 +12,7 @@ from scitune.config.schema import ModelConfig
 from scitune.data.conversation import record_images
 from scitune.data.dataset import load_image, scan_file
 from scitune.data.feature_store import FeatureStoreWriter, encoder_identity, image_key
+from scitune.images import DEFAULT_MAX_PIXELS, resolve_image_path
 from scitune.model.vlm import VisionLanguageModel
 
 
@@ -34,6 +35,8 @@ def build_feature_cache(
     batch_size: int = 32,
     progress: bool = True,
     vision: tuple[Any, Any, dict[str, Any]] | None = None,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Run the (frozen) vision encoder once per distinct image of ``data`` and store its features.
 
@@ -46,12 +49,14 @@ def build_feature_cache(
     device = next(encoder.parameters()).device
     root = Path(image_root) if image_root else Path(data).parent
     records, _ = scan_file(data)
-    paths = sorted({str(root / p) for _, rec in records for p in record_images(rec)})
+    paths = sorted(
+        {str(resolve_image_path(root, p, allow_outside_root)) for _, rec in records for p in record_images(rec)}
+    )
     writer = FeatureStoreWriter(out, vision_feature_identity(encoder, processor, identity))
     encoder.eval()
     for i in tqdm(range(0, len(paths), batch_size), desc="features", disable=not progress):
         chunk = paths[i : i + batch_size]
-        pix = processor(images=[load_image(Path(p)) for p in chunk], return_tensors="pt")["pixel_values"]
+        pix = processor(images=[load_image(Path(p), max_pixels) for p in chunk], return_tensors="pt")["pixel_values"]
         feats = encoder(pix.to(device))  # (b, N, D)
         for p, f in zip(chunk, feats):
             writer.add(image_key(p), f)

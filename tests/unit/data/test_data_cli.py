@@ -82,9 +82,10 @@ def test_stats_export_and_llava_import(scifig_dir, tmp_path, capsys):
     original = json.loads(align.read_text())
     again = json.loads(back.read_text())
     assert again["conversations"] == original["conversations"] and again["image"] == original["image"]
-    with pytest.raises(SystemExit) as e:  # not one of the choices
-        main(["data", "export", "--format", "alpaca", "--data", str(align), "--out", str(llava)])
-    assert e.value.code == 2
+    capsys.readouterr()
+    assert main(["data", "export", "--format", "alpaca", "--data", str(align), "--out", str(llava)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # not one of the choices: one line, no usage dump
+    assert len(err) == 1 and err[0].startswith("scitune: error:") and "alpaca" in err[0]
 
 
 def test_bad_input_exits_2_with_the_location(tmp_path, capsys):
@@ -111,7 +112,9 @@ def test_validate_and_checkpoint_stats(color_data, tmp_path, capsys):
     bad.write_text(color_data.read_text().splitlines()[0].replace("img0.png", "nope.png") + "\n")
     assert main(["data", "validate", "--data", str(bad), "--checkpoint", str(ck), "--image_root",
                  str(color_data.parent)]) == 1  # fmt: skip
-    assert f"{bad}:1 [id=r0]: image not found" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"{bad}:1 [id=r0]: {color_data.parent / 'nope.png'}: image not found" in captured.out
+    assert captured.err.strip().splitlines()[-1].startswith(f"scitune: error: {bad}: 1 of 1 records are bad")
     argv = ["data", "stats", "--data", str(color_data), "--out", str(tmp_path / "st"), "--checkpoint", str(ck)]
     assert main(argv) == 0
     stats = _json_out(capsys)

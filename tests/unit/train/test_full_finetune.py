@@ -114,7 +114,7 @@ def test_full_finetune_freezing_with_and_without_lora():
 
 def test_feature_cache_refuses_a_trained_encoder(tmp_path, tiny_base, color_data):
     from scitune.model.builders import build_model
-    from scitune.train.loop import load_data
+    from scitune.train.batches import load_data
 
     cfg = _cfg(tmp_path, tiny_base, color_data, "full-finetune")
     cfg.data.feature_cache = str(tmp_path / "cache")

@@ -12,7 +12,7 @@ from scitune.data.sampler import BatchPlan
 from scitune.data.templates import get_template
 from scitune.data.tokenize import ImageSlots
 from scitune.model import tiny_vlm
-from scitune.train.loop import StepSampler
+from scitune.train.batches import StepSampler
 from scitune.train.loss import batch_loss_sum, logits_mode, predicting_positions, token_loss_sum
 from scitune.train.stages import prepare_stage
 
@@ -94,7 +94,7 @@ def test_worker_processes_train_the_same_run(tmp_path, tiny_base, color_data):
 
 def test_packed_rows_are_one_per_micro_batch_with_flash_attention_else_at_most_the_longest_sample(color_data):
     from conftest import tiny_run_config
-    from scitune.train.loop import collate_batch, packed_row_length
+    from scitune.train.batches import collate_batch, packed_row_length
 
     cfg = tiny_run_config({"vision": "v", "llm": "l"}, color_data, "out", data={"packing": True, "max_length": 512})
     assert packed_row_length(cfg) is None  # sdpa / eager

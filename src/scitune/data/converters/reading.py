@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scitune.io import DataError, read_json, read_records, write_jsonl, write_text
+from scitune.io import DataError, not_utf8, read_json, read_records, write_jsonl, write_text
 
 
 def utf8_error(path: str | os.PathLike[str]) -> DataError:
@@ -20,11 +20,7 @@ def utf8_error(path: str | os.PathLike[str]) -> DataError:
         offset = 0
     except UnicodeDecodeError as e:  # e.start is relative to the whole file here (one decode call)
         offset = e.start
-    line = data[:offset].count(b"\n") + 1
-    bad = f"byte 0x{data[offset]:02x} at offset {offset}" if offset < len(data) else "a truncated character"
-    return DataError(
-        f"{path}:{line}: not UTF-8 text ({bad}); re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8"
-    )
+    return not_utf8(path, data[:offset].count(b"\n") + 1, offset, data[offset] if offset < len(data) else None)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from scitune.data.converters.base import CONVERTERS
 from scitune.data.converters.reading import read_json_source
+from scitune.images import resolve_image_path
 from scitune.io import DataError, write_jsonl, write_text
 
 logger = logging.getLogger(__name__)
@@ -355,8 +356,13 @@ def _resolve_paths(src: str | os.PathLike[str], pid_splits: str | os.PathLike[st
 def check_images(records: list[dict[str, Any]], image_root: str | os.PathLike[str], source: str) -> None:
     """Raise `DataError` naming the problem file, pid and path of the first record whose image is missing."""
     for record in records:
-        if "image" in record and not (Path(image_root) / record["image"]).is_file():
-            path = Path(image_root) / record["image"]
+        if "image" not in record:
+            continue
+        try:
+            path = resolve_image_path(image_root, record["image"])
+        except DataError as e:
+            raise DataError(f"{source}: problem {record['id']!r}: {e}") from None
+        if not path.is_file():
             raise DataError(f"{source}: problem {record['id']!r}: image {path} not found (--image_root {image_root})")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from scitune.data.converters.base import CONVERTERS
 from scitune.data.converters.reading import read_json_source, write_record_file
+from scitune.images import resolve_image_path
 from scitune.io import DataError
 
 logger = logging.getLogger(__name__)
@@ -102,8 +103,13 @@ def convert_vistext(
     records, empty = [], []
     for where, rec in located:
         image = f"images/{rec['img_id']}.png"
-        if image_root is not None and not (Path(image_root) / image).is_file():
-            raise DataError(f"{where}: chart image {Path(image_root) / image} not found")
+        if image_root is not None:
+            try:
+                path = resolve_image_path(image_root, image)
+            except DataError as e:
+                raise DataError(f"{where}: {e}") from None
+            if not path.is_file():
+                raise DataError(f"{where}: chart image {path} not found")
         base_id = str(rec.get("caption_id", rec["img_id"]))
         for lv in levels:
             caption = " ".join(rec[key].strip() for key in LEVELS[lv])

@@ -1,0 +1,116 @@
+"""The training data path: records validated into a dataset, and micro-batches in the order of the step plan
+(resumable at any step), collated in the training process or in data-loader workers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Sampler
+
+from scitune.config.schema import RunConfig
+from scitune.data.collate import collate, collate_packed
+from scitune.data.dataset import ImageCheck, SupervisedDataset, validate_file
+from scitune.data.sampler import BatchPlan
+from scitune.data.templates import get_template
+from scitune.data.tokenize import ImageSlots
+from scitune.io import DataError, write_jsonl
+from scitune.train.stages import trains_vision
+
+log = logging.getLogger(__name__)
+
+
+class StepSampler(Sampler[list[int]]):
+    """This process's micro-batches (index lists) for optimizer steps ``start .. total - 1``, in training order.
+
+    Feeding it to a `DataLoader` as ``batch_sampler`` lets worker processes load and collate the next steps'
+    batches while the current step trains; the order is `BatchPlan`'s, so resuming at ``start`` is exact.
+    """
+
+    def __init__(self, plan: BatchPlan, start: int, total: int, rank: int):
+        self.plan, self.start, self.total, self.rank = plan, start, total, rank
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.plan.accum
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            yield from self.plan.micro_batches(*divmod(step, self.plan.steps_per_epoch), self.rank)
+
+
+def packed_row_length(cfg: RunConfig) -> int | None:
+    """Row length that ``--data.packing`` fills.
+
+    With FlashAttention: the whole micro-batch in one row (transformers' FlashAttention path reads packed sequences
+    from position ids only in a single row, and its varlen kernel does no work across samples). With SDPA/eager
+    (None): rows as long as the micro-batch's longest sample, so shorter samples share a row but a row's attention,
+    computed over the whole row under a block-diagonal mask, is never larger than the padded batch's.
+    """
+    if (cfg.model.llm.attn_implementation or "").startswith("flash_attention"):
+        return cfg.data.max_length * cfg.train.micro_batch_size
+    return None
+
+
+def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, row_length: int | None) -> dict[str, Any]:
+    """One micro-batch: padded rows, or with ``packing`` samples packed into rows of ``row_length`` (None = the
+    longest sample's length). Items whose image could not be read are left out and listed under ``bad``; a batch
+    with none left is ``{"bad": [...], "empty": True}``."""
+    bad = [x["bad"] for x in items if "bad" in x]
+    items = [x for x in items if "bad" not in x]
+    if not items:
+        return {"bad": bad, "empty": True}
+    if not packing:
+        out = collate(items, pad)
+    else:
+        out = collate_packed(items, pad, row_length or max(len(x["input_ids"]) for x in items))
+    return {**out, "bad": bad}
+
+
+def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> SupervisedDataset:
+    """Validate every record before training; stop with the full report or skip bad ones if asked."""
+    if not cfg.data.train:
+        raise ValueError("no training data: set --data.train PATH")
+    template = get_template(cfg.data.template)
+    count_for_size = model.image_token_count if model.anyres_grids else None  # AnyRes: counts follow the grid
+    slots = ImageSlots(cfg.model.image_token, model.image_token_id, model.num_image_tokens, count_for_size)
+    check = ImageCheck(cfg.data.max_image_pixels or None, cfg.data.allow_outside_root)
+    samples, report = validate_file(
+        cfg.data.train,
+        model.tokenizer,
+        template,
+        slots,
+        cfg.data.image_root,
+        cfg.data.max_length,
+        cfg.data.image_placement,
+        check,
+    )
+    if not report.ok:
+        if not cfg.data.skip_bad_samples:
+            log.error(report.summary(limit=50))
+            first = report.problems[0]
+            raise DataError(
+                f"{first}; {len(report.problems)} of {report.total} records are bad (listed above): fix them, or "
+                "pass --data.skip_bad_samples true to train on the rest"
+            )
+        log.warning(report.summary(limit=10))
+        if is_main:
+            write_jsonl(out_dir / "skipped.jsonl", (asdict(p) for p in report.problems))
+    log.info("data: %d usable samples of %d in %s", len(samples), report.total, cfg.data.train)
+    store = None
+    if cfg.data.feature_cache:
+        from scitune.data.feature_store import FeatureStore
+        from scitune.train.feature_cache import model_feature_identity
+
+        if trains_vision(cfg.train.stage, cfg.model.vision.trainable):
+            raise ValueError(
+                "--data.feature_cache needs a frozen vision encoder; unset --model.vision.trainable "
+                "(and use --train.stage align or finetune)"
+            )
+        if model.anyres_grids:
+            raise ValueError("--data.feature_cache stores one feature map per image; it cannot serve AnyRes tiles")
+        store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model))
+    if not samples:
+        raise DataError(f"{cfg.data.train}: no usable records (all {report.total} are bad)")
+    return SupervisedDataset(samples, model.image_processor, store, check.max_pixels)
