@@ -41,6 +41,8 @@ class EmbedOptions:
     """Labelled JSONL: one {"id", "image", "label"} per line; SciFig / SciCap records use "figure_type" as label."""
     out: str
     """Output folder: embeddings.npy, labels.json, projection.npy, results.json and <method>.png."""
+    overwrite: bool = False
+    """Write into an --out folder that holds files scitune did not write (they are kept, never replaced)."""
     method: str = "auto"
     """2-D projection: umap (needs umap-learn), tsne (scikit-learn) or auto (umap when installed, else tsne)."""
     with_connector: bool = False
@@ -330,8 +332,10 @@ def run_embed(opts: EmbedOptions) -> dict[str, Any]:
     xy = project_2d(x, method, opts.seed)
     scores = separability(x, xy, labels, opts.k)
 
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from scitune.outputs import claim_output_folder
+
+    writes = ("embeddings.npy", "labels.json", "projection.npy", "results.json", "*.png")
+    out = claim_output_folder(opts.out, "analysis", writes, opts.overwrite)
     for name, arr in (("embeddings.npy", x), ("projection.npy", xy)):
         with atomic_path(out / name) as tmp, open(tmp, "wb") as f:
             np.save(f, arr)

@@ -64,6 +64,8 @@ class WupOptions:
     """JSONL with one {"id", "text", "label"} per line (text = the generated caption or answer)."""
     out: str
     """Output folder: wup.jsonl (per item), results.json and wup_hist.png."""
+    overwrite: bool = False
+    """Write into an --out folder that holds files scitune did not write (they are kept, never replaced)."""
     wordnet_dir: str | None = None
     """Folder of the WordNet 3.0 database (default: $SCITUNE_WORDNET_DIR, else /usr/share/wordnet)."""
     first_sense: bool = False
@@ -284,6 +286,7 @@ def run_wup(
     label_field: str = "label",
     ignore: list[str] | tuple[str, ...] = (),
     label_map: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score a predictions file; write ``wup.jsonl`` (per item), ``results.json`` and ``wup_hist.png`` into ``out``."""
     from scitune.eval.plots import histograms
@@ -294,7 +297,9 @@ def run_wup(
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise DataError(f"{label_map}: expected a JSON object of label -> WordNet term or synset id")
     rows, summary = score_items(wn, items, first_sense, frozenset(ignore), mapping)
-    out = Path(out)
+    from scitune.outputs import claim_output_folder
+
+    out = claim_output_folder(out, "analysis", ("wup.jsonl", "results.json", "wup_hist.png"), overwrite)
     write_jsonl(out / "wup.jsonl", rows)
     scores = {"all scored": [r["score"] for r in rows if r["score"] is not None]}
     scores["class not named"] = [r["score"] for r in rows if r["status"] in ("related", "no_noun")]

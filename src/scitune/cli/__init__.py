@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("scitune.cli.chat", "chat with a checkpoint in the terminal"),
     "export": ("scitune.cli.export", "export to a llava-hf folder, or merge LoRA adapters"),
     "import": ("scitune.cli.import_", "import a llava-hf folder as a scitune checkpoint"),
+    "checkpoint": ("scitune.cli.checkpoint", "verify checkpoints against their manifests (SHA-256 of every file)"),
     "serve": ("scitune.cli.serve", "serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page"),
     "ls": ("scitune.cli.ls", "list registered encoders, projectors, templates, presets, ..."),
     "config": ("scitune.cli.config", "show, copy or validate presets"),

@@ -24,6 +24,9 @@ DESCRIPTION = """Data tools.
       --llm_url http://127.0.0.1:8000/v1 --llm_model gpt-4 --types conversation,detail,complex --workers 4"""
 
 
+_OVERWRITE = "write into an --out folder that holds files scitune did not write (they are kept, never replaced)"
+
+
 def _print(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -75,12 +78,15 @@ def _stats_parser() -> ArgumentParser:
     s.add_argument("--tokenizer", default=None, help="HF tokenizer folder: lengths in tokens (default: words)")
     s.add_argument("--checkpoint", default=None, help="scitune checkpoint: exact training lengths in tokens")
     s.add_argument("--image_root", default=None, help="folder for relative image paths (default: data's folder)")
+    s.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     return s
 
 
 def _stats(args: Any) -> int:
-    from scitune.data.stats import write_stats
+    from scitune.data.stats import HISTOGRAM_FILE, STATS_FILE, write_stats
+    from scitune.outputs import claim_output_folder
 
+    claim_output_folder(args.out, "data-stats", (STATS_FILE, HISTOGRAM_FILE), args.overwrite)
     _print(write_stats(args.data, args.out, args.tokenizer, args.checkpoint, args.image_root))
     return 0
 
@@ -120,13 +126,17 @@ def _scifig_parser() -> ArgumentParser:
     f.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a grid of each figure type")
     f.add_argument("--preview_per_type", type=int, default=4, help="figures per type in the preview grid")
     f.add_argument("--no_progress", action="store_true", help="no progress bar")
+    f.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     return f
 
 
 def _scifig(args: Any) -> int:
     from scitune.data.scifig import SciFigConfig, generate_scifig
     from scitune.data.scifig_dataset import render_gallery, split_counts
+    from scitune.outputs import claim_output_folder
 
+    writes = ("images", "scicap", "scienceqa", "manifest.json", "preview.png", ".scifig-shards")
+    claim_output_folder(args.out, "scifig", writes, args.overwrite)
     counts = split_counts(args.n)
     config = SciFigConfig(n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
                           image_size=args.image_size, seed=args.seed, questions_per_figure=args.questions_per_figure,
@@ -182,6 +192,7 @@ def _cache_parser() -> ArgumentParser:
     c.add_argument("--batch_size", type=int, default=32, help="images per encoder batch")
     c.add_argument("--device", default="auto", help="where the encoder runs (auto = cuda when available, else cpu)")
     c.add_argument("--no_progress", action="store_true", help="no progress bar")
+    c.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     return c
 
 
@@ -190,6 +201,9 @@ def _cache(args: Any) -> int:
 
     if not args.data.train:
         return fail("--data.train is required: the records whose images to encode")
+    from scitune.outputs import claim_output_folder
+
+    claim_output_folder(args.out, "feature-cache", ("*.safetensors", "*.json"), args.overwrite)
     vision = build_vision_side(args.model, args.device)
     _print(
         build_feature_cache(

@@ -54,6 +54,7 @@ def _build(benchmarks) -> tuple[ArgumentParser, set[str]]:
     )
     rp.add_argument("runs", nargs="+", help="eval output folders (or their results.json)")
     rp.add_argument("--out", default=None, help="folder for comparison.md and comparison.png (default: print only)")
+    rp.add_argument("--overwrite", action="store_true", help="write into an --out that holds other files (kept)")
     sub.add_subcommand("report", rp, help="compare eval runs side by side (table + bar plot)")
     return p, bools
 
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(_normalize(argv, bools))
     name = args.benchmark
     if name == "report":
-        print(compare_runs(args.report.runs, args.report.out))
+        print(compare_runs(args.report.runs, args.report.out, args.report.overwrite))
         return 0
     cls = BENCHMARKS.get(name)
     opts = cls.Options(**{f.name: args[name][f.name] for f in dataclasses.fields(cls.Options)})

@@ -29,6 +29,8 @@ class DemoConfig:
     """Torch CPU threads (0 = torch's default). On a busy machine 1 is often fastest for these tiny models."""
     progress: bool = True
     """Show progress bars."""
+    overwrite: bool = False
+    """Write into an --out folder that holds files scitune did not write (they are kept, never replaced)."""
 
 
 @dataclass

@@ -29,10 +29,17 @@ MB_PER_TRAIN_FIGURE = 0.12
 """Disk the demo needs per train figure (images, data, checkpoints), measured on the micro size, with margin."""
 
 
-def check_out_dir(out: Path, need_mb: float) -> None:
-    """Fail early, naming the folder, when ``out`` cannot be written or its disk has less than ``need_mb`` free."""
+DEMO_WRITES = ("scifig", "tokenizer", "models", "data", "runs", "steps", "eval", "report.md", "*.png", "*.json")
+"""What the demo writes at the top of its folder."""
+
+
+def check_out_dir(out: Path, need_mb: float, overwrite: bool = False) -> None:
+    """Fail early, naming the folder, when ``out`` holds files of the user's (unless ``overwrite``), cannot be
+    written, or its disk has less than ``need_mb`` free."""
+    from scitune.outputs import claim_output_folder
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(out, "demo", DEMO_WRITES, overwrite)
         probe = out / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
@@ -77,7 +84,7 @@ class Demo:
         from scitune.demo import steps
         from scitune.demo.report import write_report
 
-        check_out_dir(self.out, MB_PER_TRAIN_FIGURE * self.size.n_train + 50)
+        check_out_dir(self.out, MB_PER_TRAIN_FIGURE * self.size.n_train + 50, self.cfg.overwrite)
         if self.cfg.threads > 0:
             import torch
 

@@ -56,6 +56,8 @@ class EvalOptions:
     """Evaluate only the first N examples (smoke tests); None = all."""
     progress: bool = True
     """Show progress bars."""
+    overwrite: bool = False
+    """Write into an --out folder that holds files scitune did not write (they are kept, never replaced)."""
 
 
 @dataclass

@@ -64,6 +64,8 @@ class EnsembleOptions:
     """Seconds before the first retry (doubled each time)."""
     progress: bool = True
     """Show progress bars."""
+    overwrite: bool = False
+    """Write into an --out folder that holds files scitune did not write (they are kept, never replaced)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -270,10 +272,11 @@ def run_ensemble(opts: EnsembleOptions) -> dict[str, Any]:
         The results (as written to results.json).
     """
     from scitune.eval.judge import JudgeClient
-    from scitune.eval.runner import run_benchmark
+    from scitune.eval.runner import EVAL_WRITES, run_benchmark
     from scitune.eval.scienceqa_benchmark import ScienceQABenchmark, ScienceQAOptions
+    from scitune.outputs import claim_output_folder
 
-    out = Path(opts.out)
+    out = claim_output_folder(opts.out, "eval", EVAL_WRITES, opts.overwrite)
     sqa = ScienceQAOptions(data=opts.data, split=opts.split, pid_splits=opts.pid_splits, out=str(out),
                            progress=opts.progress)  # fmt: skip
     reader = ScienceQABenchmark(sqa)

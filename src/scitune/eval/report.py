@@ -54,7 +54,9 @@ def _run_names(dirs: list[str]) -> list[str]:
     return [f"{i}:{d}" for i, d in enumerate(dirs)]
 
 
-def compare_runs(runs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None) -> str:
+def compare_runs(
+    runs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None, overwrite: bool = False
+) -> str:
     """Put several eval runs side by side: one row per ``benchmark/metric`` of their ``summary``, one column per run.
 
     Args:
@@ -83,8 +85,9 @@ def compare_runs(runs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathL
     table = md_table(["metric", *names], rows)
     if out_dir is not None:
         from scitune.eval.plots import bar_chart
+        from scitune.outputs import claim_output_folder
 
-        out = Path(out_dir)
+        out = claim_output_folder(out_dir, "eval-comparison", ("comparison.md", "comparison.png"), overwrite)
         bar_chart(out / "comparison.png", metrics, values, title="scitune eval runs", horizontal=len(metrics) > 6)
         legend = "\n".join(f"- `{n}`: {d}" for n, (d, _) in zip(names, loaded))
         write_text(out / "comparison.md", f"# Eval comparison\n\n{legend}\n\n{table}\n![comparison](comparison.png)\n")

@@ -14,6 +14,7 @@ from typing import Any
 from scitune.eval.benchmark import Benchmark, Example, PredictionSet, ScoreContext
 from scitune.eval.report import md_table
 from scitune.io import DataError, read_json, write_json, write_jsonl, write_text
+from scitune.outputs import claim_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,9 @@ __all__ = ["PredictionLog", "input_stats", "run_benchmark", "write_outputs"]
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_FILE = "run.json"
 # options that do not change the predictions: a resumed run may change them
-_VOLATILE = ("out", "batch_size", "device", "progress", "limit", "predictions")
+_VOLATILE = ("out", "batch_size", "device", "progress", "limit", "predictions", "overwrite")
+EVAL_WRITES = (PREDICTIONS_FILE, RUN_FILE, "results.json", "report.md", "*.png", "*.jsonl", "*.json", "base")
+"""What an eval run writes at the top of its folder (``base``: the --compare_base run)."""
 
 
 class PredictionLog:
@@ -338,6 +341,7 @@ def run_benchmark(bench: Benchmark) -> dict[str, Any]:
         raise ValueError("--out is required with --predictions and --llm")
     out = Path(opts.out) if opts.out else Path(opts.checkpoint) / "eval" / bench.name
     examples = bench.examples()
+    claim_output_folder(out, "eval", EVAL_WRITES, opts.overwrite)
     if opts.limit is not None:
         examples = examples[: opts.limit]
     if not examples:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,19 +21,11 @@ def cosine_lr(step: int, total: int, peak: float, warmup_ratio: float = 0.1, flo
 
 
 def save_folder(out_dir: str | os.PathLike[str], writer: Callable[[Path], Any]) -> Path:
-    """Run ``writer(tmp)`` into a temp folder beside ``out_dir``, then rename it to ``out_dir`` (replacing it)."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
-        writer(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    """Run ``writer(tmp)`` into a temp folder beside ``out_dir``, then swap it in (`write_output_folder`: an earlier
+    micro model there is replaced, a folder of anything else is refused)."""
+    from scitune.outputs import write_output_folder
+
+    return write_output_folder(out_dir, "micro-model", writer)
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float, exclude: str | None = None) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from scitune.cli import COMMANDS, main
 
 EXPECTED = {
     "demo",
+    "checkpoint",
     "convert",
     "data",
     "train",
