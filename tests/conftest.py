@@ -12,6 +12,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the base-weight hash cache of this test session, never the user's ~/.cache/scitune
+os.environ["SCITUNE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="scitune-test-cache-")
 
 import pytest  # noqa: E402
 

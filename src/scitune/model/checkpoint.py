@@ -143,12 +143,14 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DamagedOutput(f"{f}: damaged ({e})") from None
 
 
-def verify_checkpoint(path: str | os.PathLike[str], level: str = "quick") -> dict[str, Any] | None:
+def verify_checkpoint(path: str | os.PathLike[str], level: str = "quick", bases: bool = True) -> dict[str, Any] | None:
     """Check a checkpoint before it is used; raise `DamagedOutput` naming what is wrong; return its manifest.
 
     ``COMPLETE`` and every file's size are always checked, SHA-256 hashes as ``level`` says (`verify_output`), and
-    the base weights it loads from their own paths against their recorded fingerprints (sizes, cached hashes; every
-    hash with ``full``). A checkpoint from before manifests is loaded with a warning.
+    the base weights it loads from their own paths against their recorded fingerprints (their hashes are computed
+    once per file change and cached by size and mtime; only sizes with ``sizes``). A checkpoint from before
+    manifests is loaded with a warning. ``bases=False`` checks the checkpoint's own files only (a resume compares
+    the base weights with the run's fingerprint instead).
     """
     from scitune.fingerprint import check_model_fingerprint
 
@@ -161,8 +163,8 @@ def verify_checkpoint(path: str | os.PathLike[str], level: str = "quick") -> dic
         log.warning("%s: written without a manifest (an older scitune); its files cannot be verified", p)
         return None
     problems = []
-    for role, fp in (manifest.get("base_weights") or {}).items():
-        problems += check_model_fingerprint(role, fp, full=level == "full")
+    for role, fp in (manifest.get("base_weights") or {}).items() if bases else ():  # hashed once per change (cached)
+        problems += check_model_fingerprint(role, fp, full=level != "sizes")
     if problems:
         raise DamagedOutput(f"{p}: the base weights changed since it was written: " + "; ".join(problems))
     return manifest

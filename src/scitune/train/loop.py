@@ -110,10 +110,9 @@ class Trainer:
         self.fingerprint = {"data": runs.data_fingerprint(self.cfg), "settings": runs.run_settings(self.cfg)}
         saved = self._saved_fingerprint(resume_dir) if tc.resume else None
         if saved:
-            for what, key in (("training data", "data"), ("settings", "settings")):
-                runs.refuse_changes(
-                    what, runs.changes(saved.get(key, {}), self.fingerprint[key]), tc.allow_inexact_resume
-                )
+            for what, key, prefix in (("training data", "data", "data."), ("settings", "settings", "")):
+                diffs = runs.changes(saved.get(key, {}), self.fingerprint[key], prefix)
+                runs.refuse_changes(what, diffs, tc.allow_inexact_resume)
         return resume_dir, action
 
     def _saved_fingerprint(self, resume_dir: Path | None) -> dict[str, Any] | None:
@@ -133,7 +132,7 @@ class Trainer:
         tc, acc = self.cfg.train, self.acc
         if saved_base is not None:
             runs.refuse_changes(
-                "base weights", runs.changes(saved_base, self.fingerprint["base"]), tc.allow_inexact_resume
+                "base weights", runs.changes(saved_base, self.fingerprint["base"], "base."), tc.allow_inexact_resume
             )
         if acc.is_main_process:
             replaced = runs.move_aside(self.out) if action == "replace" else None

@@ -86,9 +86,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two fingerprints (``a.b: old -> new``)."""
-    a, b = _flat(old), _flat(new)
+def changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two fingerprints (``prefix.a.b: old -> new``)."""
+    a, b = _flat(old, prefix.rstrip(".")), _flat(new, prefix.rstrip("."))
     out = []
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
@@ -120,7 +120,7 @@ def describe_run(out: Path) -> str:
     metrics = read_log_lines(out / METRICS) if (out / METRICS).is_file() else []
     step = metrics[-1].get("step", 0) if metrics else 0
     done = "finished" if (out / "final" / "COMPLETE").is_file() else f"stopped at step {step}"
-    return f"a {info.get('stage', 'training')} run, {done}"
+    return f"a training run (stage {info.get('stage', '?')}), {done}"
 
 
 def read_run_file(out: Path) -> dict[str, Any] | None:
