@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from scitune.io import DataError, write_json
+from scitune.io import check_input_file, write_json
 from scitune.outputs import sha256_file
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,5 @@ def check_model_fingerprint(role: str, want: dict[str, Any], full: bool, cache: 
 
 def fingerprint_data_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``{path, size, sha256}`` of a training data file (hashed every time: data files change in place)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: data file not found")
+    p = check_input_file(path, "data file")
     return {"path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}

@@ -46,6 +46,8 @@ def image_size(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     try:
         with Image.open(path) as im:
             size = im.size
+    except Image.DecompressionBombError as e:  # PIL's own guard, at twice its warning size: past ours too
+        raise DataError(f"{path}: image is over the limit of {(max_pixels or 0) / 1e6:g} megapixels ({e})") from None
     except Exception as e:  # PIL raises many types for files it cannot identify
         raise DataError(f"{path}: cannot read image: {type(e).__name__}: {e}") from None
     _check_pixels(path, size, max_pixels)
@@ -74,5 +76,7 @@ def open_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
             return im.convert("RGB")
     except DataError:
         raise
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ... for bad files
+    except Image.DecompressionBombError as e:  # PIL's own guard, at twice its warning size: past ours too
+        raise DataError(f"{path}: image is over the limit of {(max_pixels or 0) / 1e6:g} megapixels ({e})") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
         raise DataError(f"{path}: cannot read image: {type(e).__name__}: {e}") from None

@@ -159,7 +159,7 @@ def write_run_config(tmp: Path, base: dict, data: Path, stage: str = "finetune",
             "micro_batch_size": 2,
             "progress": False,
             **train,
-        },  # fmt: skip
+        },
     }
     path = tmp / name
     path.write_text(json.dumps(cfg))

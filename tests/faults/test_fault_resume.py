@@ -55,10 +55,30 @@ def test_killed_at_a_random_step_and_during_a_save_resumes_bit_identically(name,
 
 
 def _launch(tmp: Path, cfg: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-            str(29600 + os.getpid() % 300), "-m", "scitune", "train", "--config", str(cfg), "--train.out_dir",
-            str(out), *extra]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(29600 + os.getpid() % 300),
+        "-m",
+        "scitune",
+        "train",
+        "--config",
+        str(cfg),
+        "--train.out_dir",
+        str(out),
+        *extra,
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(argv, capture_output=True, text=True, timeout=400, env=env)
 
@@ -66,8 +86,9 @@ def _launch(tmp: Path, cfg: Path, out: Path, *extra: str, env: dict | None = Non
 @pytest.mark.slow
 def test_ddp_two_processes_killed_then_resumed_bit_identically(tmp_path, tiny_base, color_data):
     """LoRA with dropout on 2 gloo processes: each process's RNG is saved and restored."""
-    cfg = write_run_config(tmp_path, tiny_base, color_data, save_every=1, micro_batch_size=1,
-                           lora={"r": 4, "dropout": 0.05})  # fmt: skip
+    cfg = write_run_config(
+        tmp_path, tiny_base, color_data, save_every=1, micro_batch_size=1, lora={"r": 4, "dropout": 0.05}
+    )
     ref = _launch(tmp_path, cfg, tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "x 2 procs" in ref.stderr

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from faultkit import assert_refused, forked_cli, inproc_cli, losses, snapshot, weights, write_run_config
+from faultkit import assert_refused, forked_cli, inproc_cli, leftovers, losses, snapshot, weights, write_run_config
 
 pytestmark = pytest.mark.faults
 
@@ -86,8 +86,16 @@ def test_resume_with_changed_data_is_refused_naming_the_change(finished, tmp_pat
     res = _train(cfg, run, "--train.resume", "latest", "--data.image_root", str(finished["data"].parent))
     assert_refused(res, "training data changed", "data.train.sha256", "--train.allow_inexact_resume")
     assert snapshot(run) == before
-    res = _train(cfg, run, "--train.resume", "latest", "--data.image_root", str(finished["data"].parent),
-                 "--train.allow_inexact_resume", "true")  # fmt: skip
+    res = _train(
+        cfg,
+        run,
+        "--train.resume",
+        "latest",
+        "--data.image_root",
+        str(finished["data"].parent),
+        "--train.allow_inexact_resume",
+        "true",
+    )
     assert res.rc == 0, res.err[-3000:]
     assert "changed (--train.allow_inexact_resume)" in res.err
 
@@ -199,3 +207,59 @@ def test_files_and_folders_get_the_users_umask(tmp_path, mask):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (out / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask
     assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_loses_nothing(
+    finished, tmp_path, capsys, monkeypatch, fresh_accelerate_state
+):
+    import errno
+
+    import scitune.train.state as state
+
+    run = _interrupted(finished, tmp_path)
+    before = snapshot(run / "checkpoints")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run / "checkpoints"))
+
+    monkeypatch.setattr(state, "save_file", full)  # the optimizer state is written first: the disk is full
+    argv = ["train", "--config", str(finished["cfg"]), "--train.out_dir", str(run), "--train.resume", "latest"]
+    res = inproc_cli(argv, capsys)
+    assert_refused(res, "no space left on device", "nothing was replaced")
+    assert snapshot(run / "checkpoints") == before and not leftovers(run)  # the torn save left nothing behind
+    monkeypatch.undo()
+    again = _train(finished["cfg"], run, "--train.resume", "latest")
+    assert again.rc == 0, again.err[-3000:]
+    assert losses(run) == losses(finished["run"])
+
+
+def test_an_image_that_turns_unreadable_mid_training_skips_its_record(
+    tmp_path, tiny_base, capsys, monkeypatch, fresh_accelerate_state
+):
+    import scitune.train.loop as loop
+    from conftest import make_color_records
+
+    data = make_color_records(tmp_path / "data", n=16)
+    cfg = write_run_config(tmp_path, tiny_base, data, stage="align", epochs=1)
+    real = loop.load_data
+
+    def validated_then_damaged(*args, **kwargs):
+        dataset = real(*args, **kwargs)
+        (data.parent / "img5.png").write_bytes(b"garbage")  # after validation, before its batch is loaded
+        return dataset
+
+    monkeypatch.setattr(loop, "load_data", validated_then_damaged)
+    argv = ["train", "--config", str(cfg), "--train.out_dir", str(tmp_path / "run")]
+    res = inproc_cli([*argv, "--data.max_bad_fraction", "0.1"], capsys)
+    assert res.rc == 0, res.err[-3000:]
+    assert "1 record(s) skipped" in res.out
+    skipped = [json.loads(x) for x in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert [(s["id"], "img5.png" in s["problem"]) for s in skipped] == [("r5", True)]
+    assert any(
+        m.get("skipped_records") == 1
+        for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    )
+    # the default threshold (0.001 of 16 records) stops the run, naming the record and the file
+    make_color_records(tmp_path / "data", n=16)  # the image is good again when the run validates its data
+    res = inproc_cli([*argv[:-1], str(tmp_path / "run2")], capsys)
+    assert_refused(res, "img5.png", "record r5", "--data.max_bad_fraction")

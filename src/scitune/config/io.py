@@ -31,11 +31,29 @@ for _name in (
 
 
 def resolve_config_path(value: str) -> str:
-    """A ``--config`` value: an existing YAML file as is, else a preset name (``tiny/align``)."""
+    """A ``--config`` value: an existing YAML file as is (checked to parse), else a preset name (``tiny/align``)."""
     if Path(value).is_file():
+        _check_yaml(Path(value))
         return value
     name = value[:-5] if value.endswith(".yaml") else value
+    if value.endswith((".yaml", ".yml", ".json")) and name not in PRESETS.names():
+        raise FileNotFoundError(2, "config file not found", value)
     return str(PRESETS.get(name))
+
+
+def _check_yaml(path: Path) -> None:
+    """A config file that does not parse is named with the parser's line and column, before anything else runs."""
+    import yaml
+
+    from scitune.io import DataError, read_text
+
+    try:
+        yaml.safe_load(read_text(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DataError(f"{path}{where}: not valid YAML: {problem}") from None
 
 
 def load_yaml(path: str | Path) -> dict:

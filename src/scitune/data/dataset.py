@@ -173,7 +173,14 @@ def validate_file(
             )
         except (ValueError, DataError) as e:
             report.problems.append(Problem(loc, rid, str(e)))
+    report.problems.sort(key=lambda p: _line_of(p.location))  # unreadable lines and bad records, in file order
     return samples, report
+
+
+def _line_of(location: str) -> int:
+    """The line (JSONL) or record number (JSON list) of a location string, for ordering problems."""
+    tail = location.rsplit(":", 1)[-1].strip().removeprefix("record #")
+    return int(tail) if tail.isdigit() else 0
 
 
 class SupervisedDataset(torch.utils.data.Dataset):

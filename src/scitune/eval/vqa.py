@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, ScoreContext, resolve_image
-from scitune.io import DataError, read_json, read_records
+from scitune.io import DataError, check_input_file, read_json, read_records
 
 __all__ = [
     "VqaBenchmark",
@@ -127,8 +127,7 @@ def _format(path: Path) -> tuple[str, Any]:
         if (path / "problems.json").is_file():
             return "scienceqa", read_json(path / "problems.json")
         raise DataError(f"{path}: a VQA data folder must hold problems.json (ScienceQA / SciFig layout)")
-    if not path.is_file():
-        raise DataError(f"{path}: VQA data file not found")
+    check_input_file(path, "VQA data file")
     if path.suffix != ".json":
         return "records", None
     data = read_json(path)

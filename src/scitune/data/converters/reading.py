@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scitune.io import DataError, not_utf8, read_json, read_records, write_jsonl, write_text
+from scitune.io import DataError, check_input_file, not_utf8, read_json, read_records, write_jsonl, write_text
 
 
 def utf8_error(path: str | os.PathLike[str]) -> DataError:
@@ -40,10 +40,12 @@ def read_json_source(path: str | os.PathLike[str]) -> Any:
 
 def read_record_source(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
     """`scitune.io.read_records` (a JSON list or JSONL) that also locates non-UTF-8 bytes."""
-    if not Path(path).is_file():
-        raise DataError(f"{path}: file not found")
+    check_input_file(path, "source file")
     with utf8_located(path):
-        return read_records(path)
+        records = read_records(path)
+    if not records:
+        raise DataError(f"{path}: no records (the file is empty)")
+    return records
 
 
 def write_record_file(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> int:
