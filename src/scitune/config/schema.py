@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-def check_ranges(ok: dict[str, bool], problems: dict[str, str]) -> None:
-    """Raise one ``ValueError`` naming the first flag whose value is out of range (``ok[flag]`` False)."""
-    for flag, good in ok.items():
-        if not good:
-            raise ValueError(f"{flag}: {problems[flag]}")
+def require(ok: bool, flag: str, problem: str) -> None:
+    """Raise a ``ValueError`` naming ``flag`` when its value is out of range (``ok`` False)."""
+    if not ok:
+        raise ValueError(f"{flag}: {problem}")
 
 
 @dataclass
@@ -123,19 +122,17 @@ class DataConfig:
     skipped records pass this fraction of the data."""
 
     def __post_init__(self) -> None:
-        check_ranges(
-            {
-                "--data.max_length": self.max_length >= 1,
-                "--data.num_workers": self.num_workers >= 0,
-                "--data.max_image_pixels": self.max_image_pixels >= 0,
-                "--data.max_bad_fraction": 0.0 <= self.max_bad_fraction <= 1.0,
-            },
-            {
-                "--data.max_length": f"must be >= 1, got {self.max_length}",
-                "--data.num_workers": f"must be >= 0, got {self.num_workers}",
-                "--data.max_image_pixels": f"must be >= 0 (0 = no limit), got {self.max_image_pixels}",
-                "--data.max_bad_fraction": f"must be in [0, 1], got {self.max_bad_fraction}",
-            },
+        require(self.max_length >= 1, "--data.max_length", f"must be >= 1, got {self.max_length}")
+        require(self.num_workers >= 0, "--data.num_workers", f"must be >= 0, got {self.num_workers}")
+        require(
+            self.max_image_pixels >= 0,
+            "--data.max_image_pixels",
+            f"must be >= 0 (0 = no limit), got {self.max_image_pixels}",
+        )
+        require(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            "--data.max_bad_fraction",
+            f"must be in [0, 1], got {self.max_bad_fraction}",
         )
 
 
@@ -165,25 +162,20 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         b1, b2 = self.betas
-        check_ranges(
-            {
-                "--optim.warmup_ratio": 0.0 <= self.warmup_ratio < 1.0,
-                "--optim.lr": self.lr >= 0,
-                "--optim.vision_lr": self.vision_lr is None or self.vision_lr >= 0,
-                "--optim.weight_decay": self.weight_decay >= 0,
-                "--optim.betas": 0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0,
-                "--optim.eps": self.eps > 0,
-                "--optim.max_grad_norm": self.max_grad_norm >= 0,
-            },
-            {
-                "--optim.warmup_ratio": f"must be in [0, 1), got {self.warmup_ratio}",
-                "--optim.lr": f"must be >= 0, got {self.lr}",
-                "--optim.vision_lr": f"must be >= 0 (or empty = --optim.lr), got {self.vision_lr}",
-                "--optim.weight_decay": f"must be >= 0, got {self.weight_decay}",
-                "--optim.betas": f"must both be in [0, 1), got {self.betas}",
-                "--optim.eps": f"must be > 0, got {self.eps}",
-                "--optim.max_grad_norm": f"must be >= 0 (0 = no clipping), got {self.max_grad_norm}",
-            },
+        require(0.0 <= self.warmup_ratio < 1.0, "--optim.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        require(self.lr >= 0, "--optim.lr", f"must be >= 0, got {self.lr}")
+        require(
+            self.vision_lr is None or self.vision_lr >= 0,
+            "--optim.vision_lr",
+            f"must be >= 0 (or empty = --optim.lr), got {self.vision_lr}",
+        )
+        require(self.weight_decay >= 0, "--optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0, "--optim.betas", f"must both be in [0, 1), got {self.betas}")
+        require(self.eps > 0, "--optim.eps", f"must be > 0, got {self.eps}")
+        require(
+            self.max_grad_norm >= 0,
+            "--optim.max_grad_norm",
+            f"must be >= 0 (0 = no clipping), got {self.max_grad_norm}",
         )
 
 
@@ -203,18 +195,9 @@ class LoraConfig:
     """Modules to adapt (peft's `target_modules`; comma-separated names or all-linear)."""
 
     def __post_init__(self) -> None:
-        check_ranges(
-            {
-                "--train.lora.r": self.r >= 0,
-                "--train.lora.alpha": self.r == 0 or self.alpha > 0,
-                "--train.lora.dropout": 0.0 <= self.dropout < 1.0,
-            },
-            {
-                "--train.lora.r": f"must be >= 0 (0 = full finetuning), got {self.r}",
-                "--train.lora.alpha": f"must be > 0, got {self.alpha}",
-                "--train.lora.dropout": f"must be in [0, 1), got {self.dropout}",
-            },
-        )
+        require(self.r >= 0, "--train.lora.r", f"must be >= 0 (0 = full finetuning), got {self.r}")
+        require(self.r == 0 or self.alpha > 0, "--train.lora.alpha", f"must be > 0, got {self.alpha}")
+        require(0.0 <= self.dropout < 1.0, "--train.lora.dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -263,26 +246,19 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        check_ranges(
-            {
-                "--train.global_batch_size": self.global_batch_size >= 1,
-                "--train.micro_batch_size": self.micro_batch_size >= 1,
-                "--train.epochs": self.epochs > 0,
-                "--train.max_steps": self.max_steps == -1 or self.max_steps >= 1,
-                "--train.log_every": self.log_every >= 1,
-                "--train.save_every": self.save_every >= 0,
-                "--train.keep_last": self.keep_last >= 0,
-            },
-            {
-                "--train.global_batch_size": f"must be >= 1, got {self.global_batch_size}",
-                "--train.micro_batch_size": f"must be >= 1, got {self.micro_batch_size}",
-                "--train.epochs": f"must be > 0, got {self.epochs}",
-                "--train.max_steps": f"must be >= 1 (or -1 = all epochs), got {self.max_steps}",
-                "--train.log_every": f"must be >= 1, got {self.log_every}",
-                "--train.save_every": f"must be >= 0 (0 = only at the end), got {self.save_every}",
-                "--train.keep_last": f"must be >= 0, got {self.keep_last}",
-            },
+        require(self.global_batch_size >= 1, "--train.global_batch_size", f"must be >= 1, got {self.global_batch_size}")
+        require(self.micro_batch_size >= 1, "--train.micro_batch_size", f"must be >= 1, got {self.micro_batch_size}")
+        require(self.epochs > 0, "--train.epochs", f"must be > 0, got {self.epochs}")
+        require(
+            self.max_steps == -1 or self.max_steps >= 1,
+            "--train.max_steps",
+            f"must be >= 1 (or -1 = all epochs), got {self.max_steps}",
         )
+        require(self.log_every >= 1, "--train.log_every", f"must be >= 1, got {self.log_every}")
+        require(
+            self.save_every >= 0, "--train.save_every", f"must be >= 0 (0 = only at the end), got {self.save_every}"
+        )
+        require(self.keep_last >= 0, "--train.keep_last", f"must be >= 0, got {self.keep_last}")
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"--train.global_batch_size ({self.global_batch_size}) must be a multiple of "
@@ -320,15 +296,6 @@ class GenerationConfig:
     """Extra stop strings (the template's own stop is always used)."""
 
     def __post_init__(self) -> None:
-        check_ranges(
-            {
-                "--gen.max_new_tokens": self.max_new_tokens >= 1,
-                "--gen.temperature": self.temperature >= 0,
-                "--gen.top_p": 0.0 < self.top_p <= 1.0,
-            },
-            {
-                "--gen.max_new_tokens": f"must be >= 1, got {self.max_new_tokens}",
-                "--gen.temperature": f"must be >= 0 (0 = greedy), got {self.temperature}",
-                "--gen.top_p": f"must be in (0, 1], got {self.top_p}",
-            },
-        )
+        require(self.max_new_tokens >= 1, "--gen.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        require(self.temperature >= 0, "--gen.temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        require(0.0 < self.top_p <= 1.0, "--gen.top_p", f"must be in (0, 1], got {self.top_p}")

@@ -125,7 +125,7 @@ class Trainer:
                 )
                 return None
             return manifest["fingerprint"]
-        return runs.read_run_file(self.out).get("fingerprint") if runs.read_run_file(self.out) else None
+        return (runs.read_run_file(self.out) or {}).get("fingerprint")
 
     def _claim(self, action: str, saved_base: dict[str, Any] | None) -> None:
         """Record the run in its folder (main process), after the base weights are known."""

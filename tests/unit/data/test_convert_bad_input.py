@@ -73,7 +73,7 @@ def test_good_source_converts(name, tmp_path, out):
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_missing_file(name, tmp_path, out):
     missing = tmp_path / GOOD[name][0]
-    with pytest.raises(DataError, match=f"{missing.name}: file not found"):
+    with pytest.raises(DataError, match=f"{missing.name}: (source )?file not found"):
         _run(name, missing, out)
     _untouched(out)
 
