@@ -43,6 +43,11 @@ class Ctx:
         path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
         return path
 
+    def latin1_line2(self) -> Path:
+        """A data file whose line 2 holds a Latin-1 'é' (not UTF-8)."""
+        bad = json.dumps(self.record(question="<image>\ncaf\u00e9?"), ensure_ascii=False).encode("latin-1")
+        return self.raw("l.jsonl", json.dumps(self.record()).encode() + b"\n" + bad + b"\n")
+
     def raw(self, name: str, data: bytes) -> Path:
         path = self.root / name
         path.write_bytes(data)
@@ -244,16 +249,7 @@ CASES: list[Case] = [
         "validate-non-utf8",
         "data validate",
         "a Latin-1 byte in line 2",
-        lambda c: _validate(
-            c,
-            c.raw(
-                "l.jsonl",
-                json.dumps(c.record()).encode()
-                + b"\n"
-                + json.dumps(c.record(question="<image>\ncaf\u00e9?"), ensure_ascii=False).encode("latin-1")
-                + b"\n",
-            ),
-        ),
+        lambda c: _validate(c, c.latin1_line2()),
         ("l.jsonl:2", "not UTF-8"),
     ),
     Case(
@@ -757,16 +753,7 @@ CASES: list[Case] = [
         "train-data-non-utf8",
         "train",
         "--data.train has a Latin-1 byte in line 2",
-        lambda c: _train(
-            c,
-            data=c.raw(
-                "l.jsonl",
-                json.dumps(c.record()).encode()
-                + b"\n"
-                + json.dumps(c.record(question="<image>\ncaf\u00e9?"), ensure_ascii=False).encode("latin-1")
-                + b"\n",
-            ),
-        ),
+        lambda c: _train(c, data=c.latin1_line2()),
         ("l.jsonl:2", "not UTF-8"),
     ),
     Case(

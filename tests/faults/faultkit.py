@@ -4,7 +4,6 @@ folder snapshots that prove nothing was lost or half-written, and the checks eve
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -12,6 +11,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from runkit import losses, write_run_config  # noqa: F401 (the fault tests import them from here)
 
 TEMP_MARKS = (".scitune-tmp-", ".scitune-old-", ".zero-")
 
@@ -136,31 +137,3 @@ def weights(folder: Path) -> dict[str, str]:
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*.safetensors"))
     }
-
-
-def losses(run_dir: Path) -> list[float]:
-    return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-
-
-def write_run_config(tmp: Path, base: dict, data: Path, stage: str = "finetune", name: str = "cfg.yaml", **train):
-    """A run config file on the tiny base models (JSON is YAML)."""
-    cfg = {
-        "model": {
-            "vision": {"name": "clip", "path": base["vision"]},
-            "projector": {"name": "mlp2x-gelu"},
-            "llm": {"path": base["llm"]},
-        },
-        "data": {"train": str(data), "max_length": 256},
-        "optim": {"lr": 5e-3, "warmup_ratio": 0.1},
-        "train": {
-            "stage": stage,
-            "epochs": 2,
-            "global_batch_size": 4,
-            "micro_batch_size": 2,
-            "progress": False,
-            **train,
-        },
-    }
-    path = tmp / name
-    path.write_text(json.dumps(cfg))
-    return path

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from faultkit import forked_cli, losses, weights, write_run_config
+
+from runkit import launch_ddp
 
 pytestmark = pytest.mark.faults
 
@@ -54,33 +54,8 @@ def test_killed_at_a_random_step_and_during_a_save_resumes_bit_identically(name,
     assert not list((run / "checkpoints").glob(".scitune-*")), "leftovers of the torn save were cleaned up"
 
 
-def _launch(tmp: Path, cfg: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(29600 + os.getpid() % 300),
-        "-m",
-        "scitune",
-        "train",
-        "--config",
-        str(cfg),
-        "--train.out_dir",
-        str(out),
-        *extra,
-    ]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=400, env=env)
+def _launch(tmp: Path, cfg: Path, out: Path, *extra: str, env: dict | None = None):
+    return launch_ddp(cfg, out, *extra, port=29600 + os.getpid() % 300, env=env)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from scitune.io import DataError
+from scitune.io import DataError, read_json
 from scitune.model.adapters import AdapterSet
 from scitune.model.anyres import AnyResProcessor, parse_grids
 from scitune.model.llm import DTYPES, fit_vocab, load_llm
@@ -134,13 +134,9 @@ def is_complete(path: str | os.PathLike[str]) -> bool:
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
-    f = p / META_FILE
-    if not f.is_file():
+    if not (p / META_FILE).is_file():
         raise DataError(f"{p}: not a scitune checkpoint (no {META_FILE})")
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DamagedOutput(f"{f}: damaged ({e})") from None
+    return read_json(p / META_FILE)
 
 
 def verify_checkpoint(path: str | os.PathLike[str], level: str = "quick", bases: bool = True) -> dict[str, Any] | None:

@@ -3,12 +3,11 @@ a word), and pruning that only ever touches this run's own complete checkpoints 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
-from scitune.io import DataError
+from scitune.io import DataError, read_json
 from scitune.model.checkpoint import is_complete, verify_checkpoint
 from scitune.outputs import OLD_PREFIX, TEMP_PREFIX, read_manifest
 
@@ -38,13 +37,9 @@ def checkpoint_step(ckpt: Path) -> int:
 
 
 def read_trainer_state(ckpt: Path) -> dict:
-    path = ckpt / TRAINER_STATE
-    if not path.is_file():
+    if not (ckpt / TRAINER_STATE).is_file():
         raise DataError(f"{ckpt}: not a training checkpoint (no {TRAINER_STATE}): it can be loaded, not resumed")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: damaged ({e})") from None
+    return read_json(ckpt / TRAINER_STATE)
 
 
 def check_training_checkpoint(ckpt: Path) -> int:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_training import losses, run_cli, write_config
+
+from runkit import losses, run_cli
+from runkit import write_run_config as write_config
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is in the dev extra; pip install deepspeed")
 

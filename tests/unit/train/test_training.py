@@ -2,54 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from runkit import launch_ddp, losses, run_cli, write_run_config
 from scitune.config.schema import OptimConfig
 from scitune.data.sampler import BatchPlan
 from scitune.train.optim import lr_factor
 
-
-def write_config(tmp: Path, base: dict, data: Path, **train) -> Path:
-    cfg = {
-        "model": {
-            "vision": {"name": "clip", "path": base["vision"]},
-            "projector": {"name": "mlp2x-gelu"},
-            "llm": {"path": base["llm"]},
-        },
-        "data": {"train": str(data), "max_length": 256},
-        "optim": {"lr": 5e-3, "warmup_ratio": 0.1},
-        "train": {
-            "stage": "finetune",
-            "epochs": 2,
-            "global_batch_size": 4,
-            "micro_batch_size": 2,
-            "progress": False,
-            **train,
-        },
-    }
-    path = tmp / "cfg.yaml"
-    path.write_text(json.dumps(cfg))  # JSON is YAML
-    return path
-
-
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scitune", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-
-
-def losses(run_dir: Path) -> list[float]:
-    return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+write_config = write_run_config
 
 
 @pytest.mark.slow
@@ -59,35 +21,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_base, color_data):
         "train", "--config", str(cfg), "--train.out_dir", str(tmp_path / "one"), "--train.micro_batch_size", "2"
     )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "29533",
-            "-m",
-            "scitune",
-            "train",
-            "--config",
-            str(cfg),
-            "--train.out_dir",
-            str(tmp_path / "two"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
+    two = launch_ddp(cfg, tmp_path / "two", port=29533)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "x 2 procs" in two.stderr
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
