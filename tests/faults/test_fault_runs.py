@@ -240,7 +240,8 @@ def test_an_image_that_turns_unreadable_mid_training_skips_its_record(
     from conftest import make_color_records
 
     data = make_color_records(tmp_path / "data", n=16)
-    cfg = write_run_config(tmp_path, tiny_base, data, stage="align", epochs=1)
+    # one record per micro-batch: the bad record leaves an empty micro-batch, which a stand-in fills at weight 0
+    cfg = write_run_config(tmp_path, tiny_base, data, stage="align", epochs=1, micro_batch_size=1)
     real = loop.load_data
 
     def validated_then_damaged(*args, **kwargs):

@@ -76,7 +76,9 @@ class Trainer:
         self._backward_kwargs = {"scale_wrt_gas": False} if self.acc.state.deepspeed_plugin else {}
         self.run_record: dict[str, Any] = {}
         self.fingerprint: dict[str, Any] = {}
+        self.saved_fingerprint: dict[str, Any] | None = None
         self.skipped: dict[str, dict[str, Any]] = {}
+        self._last_good: dict[str, Any] | None = None
         if not self.acc.is_main_process:  # one copy of each log line
             logging.getLogger().setLevel(logging.WARNING)
 
@@ -108,7 +110,7 @@ class Trainer:
         action = runs.check_run_dir(self.out, bool(tc.resume), self.overwrite)
         resume_dir = resolve_resume(tc.resume, self.out) if action != "replace" else None
         self.fingerprint = {"data": runs.data_fingerprint(self.cfg), "settings": runs.run_settings(self.cfg)}
-        saved = self._saved_fingerprint(resume_dir) if tc.resume else None
+        self.saved_fingerprint = saved = self._saved_fingerprint(resume_dir) if tc.resume else None
         if saved:
             for what, key, prefix in (("training data", "data", "data."), ("settings", "settings", "")):
                 diffs = runs.changes(saved.get(key, {}), self.fingerprint[key], prefix)
@@ -148,8 +150,7 @@ class Trainer:
         resume_dir, action = self._start()
         model, counts = self._build(resume_dir)
         self.fingerprint["base"] = runs.base_fingerprint(cfg)
-        saved = self._saved_fingerprint(resume_dir) if tc.resume else None
-        self._claim(action, saved.get("base") if saved else None)
+        self._claim(action, (self.saved_fingerprint or {}).get("base"))
         data = load_data(cfg, model, self.out, acc.is_main_process)
         per_step = tc.micro_batch_size * self.world
         if tc.global_batch_size % per_step:
@@ -218,17 +219,16 @@ class Trainer:
             t0 = time.perf_counter()
             micro = [next(batches) for _ in range(plan.accum)]
             self._skip_bad(micro, step + 1, len(data))
-            micro = [b for b in micro if not b.get("empty")]
-            local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+            local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro if not b.get("empty"))
             # a step whose every record was skipped has no tokens: its gradient is zero, not a division by zero
             n_tokens = reduce_sum(acc, torch.tensor(float(local_tokens), device=acc.device)).clamp(min=1.0)
             loss_sum = torch.zeros((), device=acc.device)
-            for k, b in enumerate(micro):
+            for k, (b, weight) in enumerate(self._stand_ins(micro)):
                 last = k == len(micro) - 1
                 ctx = acc.no_sync(model) if not last else _nullcontext()
                 acc.gradient_state._set_sync_gradients(last)  # DeepSpeed steps its engine only when True
                 with ctx, acc.autocast(), self._activation_offload():
-                    ce = batch_loss_sum(model, _to_device(b, acc.device), b["labels"], mode)
+                    ce = batch_loss_sum(model, _to_device(b, acc.device), b["labels"], mode) * weight
                     # normalise by the global token count; DDP averages over processes, so scale by world
                     acc.backward(ce / n_tokens * self.world, **self._backward_kwargs)
                 loss_sum += ce.detach()
@@ -285,6 +285,24 @@ class Trainer:
             # after a resume restored the RNG (dropout, LoRA dropout) leaves that state exactly as it was saved
             generator=torch.Generator().manual_seed(self.cfg.train.seed * 1000003 + step),
         )
+
+    def _stand_ins(self, micro: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+        """``(batch, weight)`` per micro-batch: a batch whose every record was skipped is replaced by the last good one
+        at weight 0, so every process still runs the same forward and backward passes (DDP reduces gradients in
+        backward; a process that skipped one would leave the others waiting)."""
+        out = []
+        for b in micro:
+            if not b.get("empty"):
+                self._last_good = b
+                out.append((b, 1.0))
+            elif self._last_good is not None:
+                out.append((self._last_good, 0.0))
+            else:
+                good = next((x for x in micro if not x.get("empty")), None)
+                if good is None:
+                    raise DataError("the first micro-batches of the run hold no readable record (see skipped.jsonl)")
+                out.append((good, 0.0))
+        return out
 
     def _skip_bad(self, micro: list[dict[str, Any]], step: int, n_records: int) -> None:
         """Count records whose image could not be read (logged with id and file); stop past --data.max_bad_fraction."""
