@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             import base64
             import io
 
-            from scitune.data.scifig import make_figure
+            from scitune.sources.scifig import make_figure
 
             buf = io.BytesIO()
             make_figure(seed=0, index=0, split="bench", image_size=224).image.save(buf, "PNG")

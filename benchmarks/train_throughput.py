@@ -90,9 +90,9 @@ def jobs(stages: tuple[str, ...], compiled: bool) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ preparation (parent process)
 def prepare(work: Path, prof: Profile) -> dict[str, Any]:
     """SciFig -> records (scicap CTOM for align, scienceqa QCM-LEA for finetune), a BPE tokenizer, random models."""
-    from scitune.data.converters.scicap import convert_scicap, load_scicap
-    from scitune.data.converters.scienceqa import convert_scienceqa, load_scienceqa
-    from scitune.data.scifig import SciFigConfig, generate_scifig
+    from scitune.sources.converters.scicap import convert_scicap, load_scicap
+    from scitune.sources.converters.scienceqa import convert_scienceqa, load_scienceqa
+    from scitune.sources.scifig import SciFigConfig, generate_scifig
     from scitune.io import write_jsonl
 
     sf = work / "scifig"

@@ -22,7 +22,7 @@ def metric_losses(run: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def scifig(tmp_path_factory) -> Path:
-    from scitune.data.scifig import SciFigConfig, generate_scifig
+    from scitune.sources.scifig import SciFigConfig, generate_scifig
 
     root = tmp_path_factory.mktemp("scifig")
     generate_scifig(root, SciFigConfig(n_train=16, n_val=0, n_test=8, image_size=64), progress=False)
@@ -115,7 +115,7 @@ def test_convert_align_finetune_generate_eval(tmp_path, tiny_base, scifig):
     # ScienceQA-style scoring of the test split (8 figures) with the model's generated answers
     problems = json.loads((scifig / "scienceqa" / "problems.json").read_text())
     pids = json.loads((scifig / "scienceqa" / "pid_splits.json").read_text())["test"]
-    from scitune.data.converters import build_eval_prompt
+    from scitune.sources.converters import build_eval_prompt
 
     model = load_model(ck)
     prompts = []

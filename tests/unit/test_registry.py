@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from scitune.config.io import PRESETS
-from scitune.data.converters import CONVERTERS
 from scitune.data.templates import CHAT_TEMPLATES, ChatTemplate, get_template
 from scitune.model.llm import LLMS, llm_spec
 from scitune.model.projector import PROJECTORS, build_projector
 from scitune.model.vision import VISION_ENCODERS, load_vision_encoder
 from scitune.registry import Registry
+from scitune.sources.converters import CONVERTERS
 
 
 def test_registry_rules():

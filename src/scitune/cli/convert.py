@@ -10,7 +10,7 @@ from scitune.cli.common import parser
 
 
 def main(argv: list[str]) -> int:
-    from scitune.data.converters import CONVERTERS
+    from scitune.sources.converters import CONVERTERS
 
     p = parser(
         "convert",

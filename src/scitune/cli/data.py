@@ -101,7 +101,7 @@ def _export_parser() -> ArgumentParser:
 
 
 def _export(args: Any) -> int:
-    from scitune.data.converters.llava_json import export_file
+    from scitune.sources.converters.llava_json import export_file
 
     _print(export_file(args.data, args.out, args.format, args.with_meta))
     return 0
@@ -131,9 +131,9 @@ def _scifig_parser() -> ArgumentParser:
 
 
 def _scifig(args: Any) -> int:
-    from scitune.data.scifig import SciFigConfig, generate_scifig
-    from scitune.data.scifig_dataset import render_gallery, split_counts
     from scitune.outputs import claim_output_folder
+    from scitune.sources.scifig import SciFigConfig, generate_scifig
+    from scitune.sources.scifig.dataset import render_gallery, split_counts
 
     writes = ("images", "scicap", "scienceqa", "manifest.json", "preview.png", ".scifig-shards")
     claim_output_folder(args.out, "scifig", writes, args.overwrite)
@@ -165,8 +165,8 @@ def _ocr_parser() -> ArgumentParser:
 
 
 def _ocr(args: Any) -> int:
-    from scitune.data.converters.reading import read_record_source, write_record_file
-    from scitune.data.ocr import OCRConfig, OCRUnavailableError, fill_ocr
+    from scitune.sources.converters.reading import read_record_source, write_record_file
+    from scitune.sources.ocr import OCRConfig, OCRUnavailableError, fill_ocr
 
     located = read_record_source(args.data)[: args.limit]
     config = OCRConfig(lang=args.lang, psm=args.psm, scale=args.scale, workers=args.workers)
@@ -222,7 +222,7 @@ def _cache(args: Any) -> int:
 
 
 def _instruct_parser() -> ArgumentParser:
-    from scitune.data.instruct_gen import LLM_API_KEY_ENV, InstructGenConfig
+    from scitune.sources.instruct_gen import LLM_API_KEY_ENV, InstructGenConfig
 
     g = parser(
         "data generate-instructions",
@@ -247,15 +247,15 @@ def _instruct_parser() -> ArgumentParser:
 def _instruct(args: Any) -> int:
     import dataclasses
 
-    from scitune.data.instruct_context import load_contexts
-    from scitune.data.instruct_gen import (
+    from scitune.llm_client import JudgeClient
+    from scitune.sources.instruct_gen import (
         LLM_API_KEY_ENV,
         InstructGenConfig,
         build_messages,
         generate_instructions,
         load_fewshot,
     )
-    from scitune.eval.judge import JudgeClient
+    from scitune.sources.instruct_gen.context import load_contexts
 
     config = InstructGenConfig(**{f.name: args[f.name] for f in dataclasses.fields(InstructGenConfig)})
     contexts = load_contexts(args.data, config.kind, args.coco_instances, args.limit)

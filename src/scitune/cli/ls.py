@@ -7,10 +7,10 @@ from scitune.cli.common import parser
 
 def registries() -> dict:
     from scitune.config.io import PRESETS
-    from scitune.data.converters import CONVERTERS
     from scitune.data.templates import CHAT_TEMPLATES
     from scitune.eval import BENCHMARKS
     from scitune.model import LLMS, PROJECTORS, VISION_ENCODERS
+    from scitune.sources.converters import CONVERTERS
 
     return {
         "vision-encoders": VISION_ENCODERS,

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from scitune.data.conversation import record_images, record_messages
-from scitune.data.converters.reading import utf8_located
 from scitune.data.dataset import scan_file
 from scitune.images import resolve_image_path
 from scitune.io import DataError, atomic_path, write_json
+from scitune.sources.converters.reading import utf8_located
 
 LengthFn = Callable[[dict[str, Any]], int]
 HISTOGRAM_FILE = "length_histogram.png"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from scitune.data.scifig import GLANCE_KINDS
 from scitune.pretrain.clip import ClipPretrainConfig
 from scitune.pretrain.lm import LmPretrainConfig
+from scitune.sources.scifig import GLANCE_KINDS
 
 
 @dataclass

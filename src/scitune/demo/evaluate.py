@@ -11,11 +11,11 @@ from typing import Any
 
 from PIL import Image
 
-from scitune.data.converters.scicap import QUESTIONS
-from scitune.data.scifig import question_kind as scifig_kind
 from scitune.eval.figure_type import FIGURE_TYPES, locate_figure_type, score_figure_types
 from scitune.eval.metrics import caption_scores, first_sentence
 from scitune.io import read_json
+from scitune.sources.converters.scicap import QUESTIONS
+from scitune.sources.scifig import question_kind as scifig_kind
 
 DESCRIBE = QUESTIONS[0]
 """The stage-1 test question ("Describe the following image in detail."), one of the 16 it was trained with."""
@@ -80,7 +80,7 @@ def describe_figures(model: Any, root: Path, records: list[dict[str, Any]], max_
 
 
 def _mcq_prompt(problem: dict[str, Any], prompt_format: str) -> str:
-    from scitune.data.converters import build_eval_prompt
+    from scitune.sources.converters import build_eval_prompt
 
     text = build_eval_prompt(problem, prompt_format)
     return f"{text}\n<image>" if problem["image"] else text  # as the converter writes the training turn
@@ -110,7 +110,7 @@ def named_choice(text: str, choices: list[str]) -> int:
 
     Matching is case-sensitive on whole words, after removing SciFig's fixed lectures (they name every figure type).
     """
-    from scitune.data.scifig import LECTURES
+    from scitune.sources.scifig import LECTURES
 
     explanation = text.split("The answer is")[0]
     for lecture in LECTURES.values():

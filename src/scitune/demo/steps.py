@@ -34,7 +34,7 @@ def run_ocr(demo: Demo) -> dict[str, Any]:
     mode, root = demo.cfg.ocr, demo.path("scifig")
     if mode == "truth":
         return {"ocr": "truth", "why": "--demo.ocr truth: SciFig's OCR truth is used"}
-    from scitune.data.ocr import fill_ocr, tesseract_missing
+    from scitune.sources.ocr import fill_ocr, tesseract_missing
 
     missing = tesseract_missing()
     if missing:
@@ -64,7 +64,7 @@ def scicap_source(demo: Demo, split: str) -> Path:
 
 def make_data(demo: Demo) -> dict[str, Any]:
     """Step 1: render SciFig (train/val/test) with its questions, then OCR per ``--demo.ocr``."""
-    from scitune.data.scifig import SciFigConfig, generate_scifig
+    from scitune.sources.scifig import SciFigConfig, generate_scifig
 
     s = demo.size
     cfg = SciFigConfig(n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, image_size=s.image_size,
@@ -95,8 +95,8 @@ def _corpus(root: Path) -> dict[str, list[str]]:
 
 def make_tokenizer(demo: Demo) -> dict[str, Any]:
     """Step 2: a byte-level BPE tokenizer on the SciFig train text, with the chat special tokens."""
-    from scitune.data.converters.scicap import QUESTIONS
     from scitune.pretrain.tokenizer import train_bpe_tokenizer
+    from scitune.sources.converters.scicap import QUESTIONS
 
     corpus = _corpus(demo.path("scifig"))
     texts = [t for part in corpus.values() for t in part] + list(QUESTIONS) + [demo_template_text()] * 50
@@ -162,8 +162,8 @@ def lm_corpus(demo: Demo, tokenizer: Any) -> list[Any]:
     explanation and answer (in the stage-2 format) answers its question: the language a real LLM brings; only the
     images are new to it in stages 1 and 2.
     """
-    from scitune.data.converters.scicap import build_records, load_scicap
-    from scitune.data.converters.scienceqa import convert_scienceqa, load_scienceqa
+    from scitune.sources.converters.scicap import build_records, load_scicap
+    from scitune.sources.converters.scienceqa import convert_scienceqa, load_scienceqa
 
     root = demo.path("scifig", "scienceqa")
     figures, _ = build_records(load_scicap(scicap_source(demo, "train")), "CTOM", demo.cfg.seed)
@@ -189,7 +189,7 @@ def make_lm(demo: Demo) -> dict[str, Any]:
 
 def convert(demo: Demo) -> dict[str, Any]:
     """Step 5: SciFig -> stage-1 records (scicap converter, CTOM and for the ablation C) and stage-2 records."""
-    from scitune.data.converters import SciCapConverter, ScienceQAConverter
+    from scitune.sources.converters import SciCapConverter, ScienceQAConverter
 
     root, out = demo.path("scifig"), {}
     for v in demo.variants:

@@ -103,7 +103,7 @@ class CaptionOptions(EvalOptions):
 
 def vistext_examples(src: Path, image_root: str | None, question: str, which: str, split: str) -> list[Example]:
     """Examples from a VisText split (file or data/ folder); references per `CaptionOptions.vistext_caption`."""
-    from scitune.data.converters.vistext import LEVELS, load_vistext
+    from scitune.sources.converters.vistext import LEVELS, load_vistext
 
     if which not in LEVELS:
         raise ValueError(f"--vistext_caption must be one of {', '.join(LEVELS)}, got {which!r}")

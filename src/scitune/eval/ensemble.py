@@ -208,8 +208,8 @@ def combine(
     """
     from tqdm import tqdm
 
-    from scitune.eval.judge import JudgeError, ReplyError
     from scitune.eval.runner import PredictionLog
+    from scitune.llm_client import JudgeError, ReplyError
 
     decisions = {pid: _complement(a[pid], b[pid]) for pid in pids}
     if mode == "complement":
@@ -271,9 +271,9 @@ def run_ensemble(opts: EnsembleOptions) -> dict[str, Any]:
     Returns:
         The results (as written to results.json).
     """
-    from scitune.eval.judge import JudgeClient
     from scitune.eval.runner import EVAL_WRITES, run_benchmark
     from scitune.eval.scienceqa_benchmark import ScienceQABenchmark, ScienceQAOptions
+    from scitune.llm_client import JudgeClient
     from scitune.outputs import claim_output_folder
 
     out = claim_output_folder(opts.out, "eval", EVAL_WRITES, opts.overwrite)

@@ -154,8 +154,8 @@ class FigureTypeOptions(EvalOptions):
 
 
 def scicap_examples(data: str, image_root: str | None, question: str) -> tuple[list[Example], list[dict[str, Any]]]:
-    """Examples from SciCap-style records (`scitune.data.converters.load_scicap` layouts) and the figures."""
-    from scitune.data.converters.scicap import load_scicap
+    """Examples from SciCap-style records (`scitune.sources.converters.load_scicap` layouts) and the figures."""
+    from scitune.sources.converters.scicap import load_scicap
 
     src = Path(data)
     base = src if src.is_dir() else src.parent

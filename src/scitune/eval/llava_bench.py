@@ -30,6 +30,19 @@ JUDGE_PROMPT = (
 """LLaVA's ``rule.json`` prompt for the ``llava_bench_{conv,detail,complex}`` categories (the same for all three)."""
 
 
+def parse_score_pair(review: str) -> tuple[float, float] | None:
+    """The two scores on the first line of a review, as LLaVA's ``eval_gpt_review_bench.parse_score``: commas become
+    spaces, the line is split on single spaces and must give exactly two numbers; None otherwise (LLaVA records
+    ``[-1, -1]`` then)."""
+    parts = review.split("\n")[0].replace(",", " ").split(" ")
+    if len(parts) != 2:
+        return None
+    try:
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        return None
+
+
 def review_content(caption: str, question: str, reference: str, answer: str, prompt: str = JUDGE_PROMPT) -> str:
     """The judge's user message, laid out as LLaVA's: reference = Assistant 1, the evaluated model = Assistant 2."""
     return (
@@ -103,8 +116,8 @@ class LlavaBenchBenchmark(Benchmark):
     def score(self, examples: list[Example], predictions: dict[str, dict[str, Any]], ctx: ScoreContext) -> dict:
         from tqdm import tqdm
 
-        from scitune.eval.judge import JudgeClient, JudgeError, parse_score_pair
         from scitune.eval.runner import PredictionLog
+        from scitune.llm_client import JudgeClient, JudgeError
 
         judge = JudgeClient(self.opts.judge_url, self.opts.judge_model, timeout=self.opts.judge_timeout,
                             retries=self.opts.judge_retries, backoff=self.opts.judge_backoff)  # fmt: skip

@@ -68,7 +68,7 @@ class ScienceQABenchmark(Benchmark):
         return problems, splits
 
     def examples(self) -> list[Example]:
-        from scitune.data.converters.scienceqa import build_eval_prompt, load_scienceqa, parse_prompt_format
+        from scitune.sources.converters.scienceqa import build_eval_prompt, load_scienceqa, parse_prompt_format
 
         parse_prompt_format(self.opts.prompt_format)
         problems_path, splits_path = self._paths()

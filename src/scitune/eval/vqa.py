@@ -184,7 +184,7 @@ def _vqav2(path: Path, questions: dict[str, Any], annotations: str | None, image
 
 def _scienceqa(path: Path, split: str, image_root: str | None) -> list[VqaItem]:
     """ScienceQA / SciFig multiple-choice problems as open-ended questions: the answer is the correct choice's text."""
-    from scitune.data.converters.scienceqa import load_scienceqa
+    from scitune.sources.converters.scienceqa import load_scienceqa
 
     problems = path / "problems.json" if path.is_dir() else path
     data = load_scienceqa(problems, problems.parent / "pid_splits.json", split, missing="skip")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scitune.data.converters import CONVERTERS
-from scitune.data.converters.scienceqa import ScienceQAConverter
 from scitune.io import DataError
+from scitune.sources.converters import CONVERTERS
+from scitune.sources.converters.scienceqa import ScienceQAConverter
 
 OLD = b"previous output\n"
 GOOD = {  # converter -> (file name, a valid record list / object)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from scitune.data.converters.scicap import QUESTIONS, convert_scicap
+from scitune.sources.converters.scicap import QUESTIONS, convert_scicap
 
 FIGURES = [
     {"id": "g1", "image": "g1.png", "figure_type": "Bar Chart", "caption": "Figure 3: Accuracy of each method.",

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA  # noqa: E402
-from scitune.data.converters import CONVERTERS
-from scitune.data.converters.scicap import (
+from scitune.io import DataError
+from scitune.sources.converters import CONVERTERS
+from scitune.sources.converters.scicap import (
     FIGURE_WORD,
     QUESTIONS,
     SYSTEM_MESSAGE,
@@ -21,7 +22,6 @@ from scitune.data.converters.scicap import (
     load_scicap,
     normalize_figure,
 )
-from scitune.io import DataError
 
 _CANDIDATES = [SHARED_DATA]
 DATA = next((p / "scicap_text" for p in _CANDIDATES if (p / "scicap_text").is_dir()), None)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA  # noqa: E402
-from scitune.data.converters import CONVERTERS
-from scitune.data.converters.scienceqa import (
+from scitune.io import DataError
+from scitune.sources.converters import CONVERTERS
+from scitune.sources.converters.scienceqa import (
     PROMPT_FORMATS,
     SINGLE_PRED_PROMPT,
     ScienceQAConverter,
@@ -19,7 +20,6 @@ from scitune.data.converters.scienceqa import (
     convert_scienceqa,
     load_scienceqa,
 )
-from scitune.io import DataError
 
 _CANDIDATES = [SHARED_DATA]
 DATA = next((p / "scienceqa" for p in _CANDIDATES if (p / "scienceqa").is_dir()), None)

@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from scitune.cli import main
-from scitune.data.instruct_context import coco_records, context_of, load_contexts
-from scitune.data.instruct_gen import _DETAIL_INSTRUCTIONS, build_record, load_fewshot, parse_qa, parse_reply
-from scitune.eval.judge import ReplyError
 from scitune.io import DataError
+from scitune.llm_client import ReplyError
+from scitune.sources.instruct_gen import _DETAIL_INSTRUCTIONS, build_record, load_fewshot, parse_qa, parse_reply
+from scitune.sources.instruct_gen.context import coco_records, context_of, load_contexts
 
 CONV = (
     "Sure, here it is.\nQuestion:\nWhat is in the image?\n===\nAnswer:\nA dog.\n===\n**Question:** Where?\n===\n"
@@ -101,7 +101,7 @@ def _argv(url, data, out, *extra):
 
 
 def test_three_response_types_from_natural_and_figure_contexts(llm, tmp_path, monkeypatch, capsys):
-    from scitune.data.scifig import make_figure
+    from scitune.sources.scifig import make_figure
 
     monkeypatch.setenv("SCITUNE_LLM_API_KEY", "sk-llm")
     monkeypatch.setenv("SCITUNE_JUDGE_API_KEY", "sk-judge")

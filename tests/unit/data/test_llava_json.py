@@ -7,16 +7,16 @@ import json
 import pytest
 
 from scitune.data.conversation import record_messages
-from scitune.data.converters import CONVERTERS
-from scitune.data.converters.llava_json import (
+from scitune.io import DataError
+from scitune.sources.converters import CONVERTERS
+from scitune.sources.converters.llava_json import (
     LlavaJsonConverter,
     export_conversations,
     export_file,
     import_conversations,
     normalize_conversation,
 )
-from scitune.data.converters.sharegpt import ShareGPTConverter
-from scitune.io import DataError
+from scitune.sources.converters.sharegpt import ShareGPTConverter
 
 LLAVA = [  # LLaVA's own layout: text-only records have no "image" key
     {"id": "000000033471", "image": "coco/train2017/000000033471.jpg", "conversations": [

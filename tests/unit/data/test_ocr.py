@@ -7,9 +7,9 @@ import json
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from scitune.data import ocr
-from scitune.data.ocr import OCRConfig, OCRUnavailableError, cer, corpus_cer, edit_distance, fill_ocr, normalize_text
 from scitune.io import DataError
+from scitune.sources import ocr
+from scitune.sources.ocr import OCRConfig, OCRUnavailableError, cer, corpus_cer, edit_distance, fill_ocr, normalize_text
 
 MISSING = ocr.tesseract_missing()
 needs_tesseract = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
@@ -65,7 +65,7 @@ def test_tesseract_reads_clear_text():
 @needs_tesseract
 def test_fill_ocr_on_scifig_scores_against_the_truth(tmp_path):
     pytest.importorskip("matplotlib")
-    from scitune.data.scifig import make_figure
+    from scitune.sources.scifig import make_figure
 
     located = []
     for i in (3, 4):  # an equation and a bar chart: the types Tesseract reads best

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from scitune.data import scifig  # noqa: E402
-from scitune.data.scifig import (  # noqa: E402
+from scitune.sources import scifig  # noqa: E402
+from scitune.sources.scifig import (  # noqa: E402
     FIGURE_TYPES,
     LECTURES,
     SciFigConfig,
@@ -300,7 +300,7 @@ def test_files_do_not_depend_on_worker_count(tmp_path):
 def test_split_counts_and_gallery(tmp_path):
     from PIL import Image
 
-    from scitune.data.scifig_dataset import render_gallery, split_counts
+    from scitune.sources.scifig.dataset import render_gallery, split_counts
 
     assert split_counts(2000) == {"train": 1600, "val": 200, "test": 200}
     assert split_counts(9) == {"train": 9, "val": 0, "test": 0} and sum(split_counts(57).values()) == 57
@@ -315,7 +315,7 @@ def test_split_counts_and_gallery(tmp_path):
 
 
 def test_kinds_filter_asks_only_those_kinds_and_is_checked():
-    from scitune.data.scifig import GLANCE_KINDS, QUESTION_KINDS, make_figure, make_questions, question_kind
+    from scitune.sources.scifig import GLANCE_KINDS, QUESTION_KINDS, make_figure, make_questions, question_kind
 
     assert set(GLANCE_KINDS) <= {k for k, _ in QUESTION_KINDS}
     seen = set()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from scitune.data.converters import CONVERTERS
-from scitune.data.converters.vistext import VisTextConverter, convert_vistext, load_vistext
 from scitune.io import DataError
+from scitune.sources.converters import CONVERTERS
+from scitune.sources.converters.vistext import VisTextConverter, convert_vistext, load_vistext
 
 CHARTS = [  # the fields of VisText's data_test.json (scenegraph and datatable shortened)
     {"caption_id": "9-0", "img_id": 9, "scenegraph": "title Annual revenue x-axis Year y-axis Revenue ...",

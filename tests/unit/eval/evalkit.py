@@ -41,7 +41,7 @@ def session_checkpoint(tmp_path_factory) -> dict[str, str]:
 
 def make_scifig(root: Path) -> Path:
     """6 SciFig test figures (64 px, every type) with their ScienceQA-style questions."""
-    from scitune.data.scifig import SciFigConfig, generate_scifig
+    from scitune.sources.scifig import SciFigConfig, generate_scifig
 
     generate_scifig(root, SciFigConfig(n_train=0, n_val=0, n_test=6, image_size=64), progress=False)
     return root

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from scitune.cli.eval import main
-from scitune.eval.judge import JudgeClient, JudgeError, parse_score_pair
+from scitune.eval.llava_bench import parse_score_pair
+from scitune.llm_client import JudgeClient, JudgeError
 
 
 class _Judge(BaseHTTPRequestHandler):

@@ -177,7 +177,7 @@ def test_layouts_and_bad_input(tmp_path):
 
 @pytest.fixture(scope="module")
 def scifig(tmp_path_factory):
-    from scitune.data.scifig import SciFigConfig, generate_scifig
+    from scitune.sources.scifig import SciFigConfig, generate_scifig
 
     root = tmp_path_factory.mktemp("scifig-vqa")
     generate_scifig(root, SciFigConfig(n_train=6, n_val=0, n_test=3, image_size=32), progress=False)

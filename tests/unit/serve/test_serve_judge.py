@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from serve_testkit import raw_get, running_server
 
-from scitune.eval.judge import JudgeClient
+from scitune.llm_client import JudgeClient
 
 
 def test_judge_client_talks_to_scitune_serve():

@@ -19,7 +19,7 @@ MAX_TOKENS = 24
 
 @pytest.fixture
 def figure(tmp_path) -> Path:
-    from scitune.data.scifig import make_figure
+    from scitune.sources.scifig import make_figure
 
     path = tmp_path / "figure.png"
     make_figure(seed=0, index=0, split="test", image_size=224).image.save(path)

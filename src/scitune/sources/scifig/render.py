@@ -1,6 +1,6 @@
 """SciFig drawing: sample what a figure shows as a plain JSON-able spec, and draw the spec on a reused Agg canvas.
 
-Only `scitune.data.scifig` imports this module, lazily, so matplotlib is needed only when figures are rendered.
+Only `scitune.sources.scifig` imports this module, lazily, so matplotlib is needed only when figures are rendered.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scitune.data.converters.base import CONVERTERS
-from scitune.data.converters.llava_json import ConversationConverter, to_sharegpt
+from scitune.sources.converters.base import CONVERTERS
+from scitune.sources.converters.llava_json import ConversationConverter, to_sharegpt
 
 __all__ = ["ShareGPTConverter", "to_sharegpt"]
 

@@ -11,9 +11,9 @@ import logging
 from collections import Counter
 from typing import Any
 
-from scitune.data.converters.base import CONVERTERS
-from scitune.data.converters.reading import read_record_source, write_record_file
 from scitune.io import DataError
+from scitune.sources.converters.base import CONVERTERS
+from scitune.sources.converters.reading import read_record_source, write_record_file
 
 logger = logging.getLogger(__name__)
 

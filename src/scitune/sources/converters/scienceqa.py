@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from scitune.data.converters.base import CONVERTERS
-from scitune.data.converters.reading import read_json_source
 from scitune.images import resolve_image_path
 from scitune.io import DataError, write_jsonl, write_text
+from scitune.sources.converters.base import CONVERTERS
+from scitune.sources.converters.reading import read_json_source
 
 logger = logging.getLogger(__name__)
 

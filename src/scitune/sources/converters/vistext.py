@@ -11,10 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from scitune.data.converters.base import CONVERTERS
-from scitune.data.converters.reading import read_json_source, write_record_file
 from scitune.images import resolve_image_path
 from scitune.io import DataError
+from scitune.sources.converters.base import CONVERTERS
+from scitune.sources.converters.reading import read_json_source, write_record_file
 
 logger = logging.getLogger(__name__)
 

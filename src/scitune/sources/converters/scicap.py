@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from scitune.data.converters.base import CONVERTERS
-from scitune.data.converters.reading import read_json_source, read_record_source
 from scitune.io import DataError, write_jsonl, write_text
+from scitune.sources.converters.base import CONVERTERS
+from scitune.sources.converters.reading import read_json_source, read_record_source
 
 logger = logging.getLogger(__name__)
 

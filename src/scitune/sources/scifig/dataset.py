@@ -16,8 +16,8 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from scitune.data import scifig
 from scitune.io import DataError, atomic_path, read_json, write_json, write_jsonl
+from scitune.sources import scifig
 
 Task = tuple[int, str, int, str, int, int, list[str]]  # (seed, split, index, type, image size, questions, kinds)
 

@@ -1,5 +1,6 @@
-"""A judge (or any text-only chat model) behind an OpenAI-compatible chat-completions endpoint (standard library HTTP
-only), with timeouts, bounded retries with exponential backoff, and LLaVA's score-pair parsing."""
+"""A text-only chat model (a judge, an instruction writer) behind an OpenAI-compatible chat-completions endpoint
+(standard library HTTP only), with timeouts and bounded retries with exponential backoff. Used by eval/ (judges)
+and sources/ (instruction generation)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["API_KEY_ENV", "JudgeClient", "JudgeError", "ReplyError", "parse_score_pair"]
+__all__ = ["API_KEY_ENV", "JudgeClient", "JudgeError", "ReplyError"]
 
 API_KEY_ENV = "SCITUNE_JUDGE_API_KEY"
 """Environment variable holding the judge endpoint's API key (sent as a Bearer token; none is sent if unset)."""
@@ -27,19 +28,6 @@ class JudgeError(RuntimeError):
 class ReplyError(ValueError):
     """Raised by a `JudgeClient.chat` ``parse`` callback: the reply arrived but cannot be used (malformed, a
     refusal); the request is retried like a transport failure."""
-
-
-def parse_score_pair(review: str) -> tuple[float, float] | None:
-    """The two scores on the first line of a review, as LLaVA's ``eval_gpt_review_bench.parse_score``: commas become
-    spaces, the line is split on single spaces and must give exactly two numbers; None otherwise (LLaVA records
-    ``[-1, -1]`` then)."""
-    parts = review.split("\n")[0].replace(",", " ").split(" ")
-    if len(parts) != 2:
-        return None
-    try:
-        return float(parts[0]), float(parts[1])
-    except ValueError:
-        return None
 
 
 @dataclass

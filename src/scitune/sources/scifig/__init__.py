@@ -1,6 +1,6 @@
 """SciFig: a synthetic scientific-figure dataset with exact ground truth (type, caption, OCR text, mentions, QA).
 
-`scifig_render` samples and draws each figure; this module writes its texts and questions; `scifig_dataset` writes
+`render` samples and draws each figure; this module writes its texts and questions; `dataset` writes
 the on-disk layout (in parallel) and the preview gallery.
 """
 
@@ -246,7 +246,7 @@ def _pick(rng: np.random.Generator, seq: Any) -> Any:
 def _render() -> Any:
     """The drawing module (and the vocabulary of what can be drawn), imported on first use: it needs matplotlib."""
     try:
-        from scitune.data import scifig_render
+        from scitune.sources.scifig import render as scifig_render
     except ImportError as e:  # matplotlib is an optional dependency
         raise ImportError("SciFig rendering needs matplotlib: pip install 'scitune[eval]'") from e
     return scifig_render
@@ -494,6 +494,6 @@ def generate_scifig(
         workers: rendering processes; the files are the same for any number (each figure depends on its
             (seed, split, index) alone).
     """
-    from scitune.data.scifig_dataset import write_scifig
+    from scitune.sources.scifig.dataset import write_scifig
 
     return write_scifig(out_dir, config or SciFigConfig(), progress, workers)

@@ -1,5 +1,5 @@
 """GPT-assisted visual instruction generation (LLaVA, seed 002): a text-only LLM behind an OpenAI-compatible
-endpoint turns symbolic context (`scitune.data.instruct_context`) into a multi-turn conversation, a detailed
+endpoint turns symbolic context (`scitune.sources.instruct_gen.context`) into a multi-turn conversation, a detailed
 description or a complex-reasoning QA, few-shot prompted; finished items are cached so a rerun resumes."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from scitune.data.instruct_context import CONTEXT_KINDS, Context, context_of
 from scitune.io import DataError, read_json, write_json, write_jsonl
+from scitune.sources.instruct_gen.context import CONTEXT_KINDS, Context, context_of
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def load_fewshot(rtype: str, kind: str, folder: str | os.PathLike[str] | None = 
     if custom is not None and custom.is_file():
         source, data = str(custom), read_json(custom)
     else:
-        ref = resources.files("scitune.data") / "instruct_examples" / kind / f"{rtype}.json"
-        source, data = f"scitune:instruct_examples/{kind}/{rtype}.json", json.loads(ref.read_text(encoding="utf-8"))
+        ref = resources.files("scitune.sources.instruct_gen") / "examples" / kind / f"{rtype}.json"
+        source, data = f"scitune:instruct_gen/examples/{kind}/{rtype}.json", json.loads(ref.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("system"), str):
         raise DataError(f"{source}: expected an object with a 'system' string and an 'examples' list")
     pairs = []
@@ -124,7 +124,7 @@ def parse_qa(text: str) -> list[tuple[str, str]]:
     Raises:
         ReplyError: no pairs, an empty part, or blocks that do not alternate question, answer, ...
     """
-    from scitune.eval.judge import ReplyError
+    from scitune.llm_client import ReplyError
 
     body = _SEPARATOR.sub("", text)
     marks = list(_MARKER.finditer(body))
@@ -150,7 +150,7 @@ def parse_reply(rtype: str, text: str) -> list[tuple[str, str]]:
     Raises:
         ReplyError: a refusal, an empty or malformed reply (the request is then retried).
     """
-    from scitune.eval.judge import ReplyError
+    from scitune.llm_client import ReplyError
 
     if not text.strip():
         raise ReplyError("empty reply")
@@ -278,7 +278,7 @@ def generate_instructions(
 
     Args:
         contexts: the items (`load_contexts`).
-        client: a `scitune.eval.judge.JudgeClient` (any object with ``chat(messages, parse=...)`` and ``model``).
+        client: a `scitune.llm_client.JudgeClient` (any object with ``chat(messages, parse=...)`` and ``model``).
         out: output JSONL of the finished records, in item order then type order (written atomically).
         config: types, kind, workers, ...
         cache: the cache JSONL; default ``<out>`` with suffix ``.cache.jsonl``.
@@ -289,7 +289,7 @@ def generate_instructions(
     """
     from tqdm import tqdm
 
-    from scitune.eval.judge import JudgeError
+    from scitune.llm_client import JudgeError
 
     out = Path(out)
     store = GenerationCache(cache if cache is not None else out.with_suffix(".cache.jsonl"))
