@@ -110,7 +110,7 @@ def _build(job: dict[str, Any], tok: Any, device: str):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-    from scitune.config.schema import LoraConfig
+    from scitune.config.schema import DEFAULT_IMAGE_TOKEN, LoraConfig
     from scitune.model.builders import assemble
     from scitune.model.vision import VisionEncoder
     from scitune.train.stages import prepare_stage
@@ -125,8 +125,10 @@ def _build(job: dict[str, Any], tok: Any, device: str):
     with torch.device(device):
         llm = LlamaForCausalLM._from_config(cfg, dtype=dtype)
         vision = CLIPVisionModel._from_config(CLIPVisionConfig(**job["vision"]), dtype=dtype)
-        identity = {"vision": {"name": "clip", "feature_layer": -2, "select": "patch"}, "template": "scitune"}
-        model = assemble(VisionEncoder(vision, -2, "patch", has_cls=True), None, llm, tok, "mlp2x-gelu", identity)
+        identity = {"vision": {"name": "clip", "feature_layer": -2, "select": "patch"}}
+        image_id = tok.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN)
+        encoder = VisionEncoder(vision, -2, "patch", has_cls=True)
+        model = assemble(encoder, llm, "mlp2x-gelu", identity, image_id, len(tok))
         r = job["lora_r"] if lora else 0
         counts = prepare_stage(model, "finetune", LoraConfig(r=r, alpha=2 * r, target_modules="all-linear"))
     model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

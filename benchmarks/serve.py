@@ -28,13 +28,9 @@ RUN = "import sys; from scitune.cli.serve import main; sys.exit(main(sys.argv[1:
 
 
 def build_tiny_checkpoint(folder: Path) -> Path:
-    from scitune.model import tiny_vlm
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
+    from scitune.loader import save_checkpoint, tiny_vlm
 
-    model = tiny_vlm(seed=0)
-    return write_checkpoint(
-        folder / "tiny", lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False)
-    )
+    return save_checkpoint(*tiny_vlm(seed=0), folder / "tiny")
 
 
 def free_port() -> int:

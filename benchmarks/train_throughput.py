@@ -90,10 +90,10 @@ def jobs(stages: tuple[str, ...], compiled: bool) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ preparation (parent process)
 def prepare(work: Path, prof: Profile) -> dict[str, Any]:
     """SciFig -> records (scicap CTOM for align, scienceqa QCM-LEA for finetune), a BPE tokenizer, random models."""
+    from scitune.io import write_jsonl
     from scitune.sources.converters.scicap import convert_scicap, load_scicap
     from scitune.sources.converters.scienceqa import convert_scienceqa, load_scienceqa
     from scitune.sources.scifig import SciFigConfig, generate_scifig
-    from scitune.io import write_jsonl
 
     sf = work / "scifig"
     generate_scifig(sf, SciFigConfig(n_train=prof.figures, n_val=0, n_test=0), progress=False, workers=os.cpu_count())
@@ -143,15 +143,17 @@ def model_config(paths: dict[str, Any]):
 
 def build_cache(work: Path, paths: dict[str, Any], stage: str, device: str) -> float:
     """Run the frozen encoder once per image of ``stage``'s data (`build_feature_cache`); returns seconds."""
-    from scitune.model.builders import build_model
+    from scitune.loader import build
     from scitune.train.feature_cache import build_feature_cache
 
-    model = build_model(model_config(paths))
+    model, processor = build(model_config(paths))
     model.vision.to(device)
     model.projector.to(device)
     t0 = time.perf_counter()
     d = paths[stage]
-    build_feature_cache(model, d["data"], work / f"cache-{stage}", image_root=d["image_root"], progress=False)
+    build_feature_cache(
+        (model, processor), d["data"], work / f"cache-{stage}", image_root=d["image_root"], progress=False
+    )
     return time.perf_counter() - t0
 
 
@@ -260,17 +262,13 @@ def hf_baseline(job: dict[str, Any], prof: Profile) -> tuple[Any, Any, list[dict
     import torch
 
     from scitune.data.dataset import validate_file
-    from scitune.data.templates import get_template
-    from scitune.data.tokenize import ImageSlots
-    from scitune.model.builders import build_model
-    from scitune.model.hf_llava import to_hf_llava
+    from scitune.interop.hf_llava import to_hf_llava
+    from scitune.loader import build
 
     torch.manual_seed(SEED)  # as scitune's loop does before building: the same projector initialisation
-    vlm = build_model(model_config(job["paths"]), "scitune")
+    vlm, processor = build(model_config(job["paths"]), "scitune")
     d = job["paths"][job["stage"]]
-    slots = ImageSlots("<image>", vlm.image_token_id, vlm.num_image_tokens)
-    samples, report = validate_file(d["data"], vlm.tokenizer, get_template("scitune"), slots, d["image_root"],
-                                    prof.max_length)  # fmt: skip
+    samples, report = validate_file(d["data"], processor, d["image_root"], prof.max_length)
     assert report.ok, report.summary()
     rows = [{"input_ids": s.encoded.input_ids, "labels": s.encoded.labels, "images": [str(p) for p in s.images]}
             for s in samples]  # fmt: skip
@@ -280,7 +278,7 @@ def hf_baseline(job: dict[str, Any], prof: Profile) -> tuple[Any, Any, list[dict
     if job["stage"] == "finetune":
         hf.model.language_model.requires_grad_(True)
         hf.lm_head.requires_grad_(True)
-    return hf, (vlm.image_processor, vlm.tokenizer.pad_token_id), rows
+    return hf, (processor.image_processor, processor.pad_token_id), rows
 
 
 def run_hf(job: dict[str, Any], prof: Profile) -> dict[str, Any]:
@@ -389,9 +387,9 @@ def spawn(job: dict[str, Any], work: Path, k: int) -> dict[str, Any]:
 def data_meta(paths: dict[str, Any], prof: Profile, peak: float | None) -> dict[str, Any]:
     """Parameter counts (the LLM's without its input embeddings), encoder tokens per image, which samples have one."""
     from scitune.io import iter_jsonl
-    from scitune.model.builders import build_model
+    from scitune.loader import build
 
-    vlm = build_model(model_config(paths))
+    vlm, _ = build(model_config(paths))
     count = {part: sum(p.numel() for p in getattr(vlm, part).parameters()) for part in ("llm", "vision", "projector")}
     count["llm"] -= vlm.llm.get_input_embeddings().weight.numel()
     images = {st: [bool(r.get("image")) for _, r in iter_jsonl(paths[st]["data"])] for st in prof.stages}

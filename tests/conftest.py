@@ -145,3 +145,10 @@ def fresh_accelerate_state():
     reset()
     yield
     reset()
+
+
+def text_processor(tokenizer, template: str = "scitune", tokens_per_image: int = 3):
+    """A `Processor` for text-side tests: ``tokenizer``, a chat template, a fixed image-token count, no images."""
+    from scitune.processor import ImageTokenRule, Processor
+
+    return Processor(tokenizer, None, template, ImageTokenRule(tokens_per_image))

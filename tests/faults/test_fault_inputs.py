@@ -18,11 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, tiny_base):
     """A checkpoint of the tiny model and one 12000 x 12000 PNG, made once."""
-    from scitune.model import tiny_vlm
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
+    from scitune.loader import save_checkpoint, tiny_vlm
 
     root = tmp_path_factory.mktemp("fault-inputs")
-    ckpt = write_checkpoint(root / "ckpt", lambda d: save_model_files(tiny_vlm(), d, True, False))
+    ckpt = save_checkpoint(*tiny_vlm(), root / "ckpt")
     return {"ckpt": ckpt, "big": big_png(root / "big.png"), "base": tiny_base}
 
 

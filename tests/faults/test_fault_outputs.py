@@ -16,17 +16,15 @@ pytestmark = pytest.mark.faults
 def checkpoints(tmp_path_factory, tiny_base):
     """A full checkpoint of the tiny model, and a LoRA one on the tiny base LLM saved on disk."""
     from scitune.config.schema import LlmConfig, LoraConfig, ModelConfig, VisionConfig
-    from scitune.model import tiny_vlm
-    from scitune.model.builders import build_model
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
+    from scitune.loader import build, save_checkpoint, tiny_vlm
     from scitune.train.stages import apply_lora
 
     root = tmp_path_factory.mktemp("ckpts")
-    full = write_checkpoint(root / "full", lambda d: save_model_files(tiny_vlm(), d, True, False))
+    full = save_checkpoint(*tiny_vlm(), root / "full")
     cfg = ModelConfig(vision=VisionConfig(name="clip", path=tiny_base["vision"]), llm=LlmConfig(path=tiny_base["llm"]))
-    lora_model = build_model(cfg)
+    lora_model, processor = build(cfg)
     apply_lora(lora_model, LoraConfig(r=2))
-    lora = write_checkpoint(root / "lora", lambda d: save_model_files(lora_model, d, True, False))
+    lora = save_checkpoint(lora_model, processor, root / "lora")
     return {"full": full, "lora": lora}
 
 

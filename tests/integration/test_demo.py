@@ -42,7 +42,7 @@ def test_killed_training_step_resumes_from_its_checkpoint(finished):
 def test_outputs_load_through_the_real_loading_paths(finished):
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPModel
 
-    from scitune.model import load_model
+    from scitune.loader import load
     from scitune.model.vision import load_vision_encoder
 
     out, _ = finished
@@ -52,7 +52,7 @@ def test_outputs_load_through_the_real_loading_paths(finished):
     tok = AutoTokenizer.from_pretrained(out / "models" / "lm")
     assert [tok.convert_tokens_to_ids(t) for t in ("<s>", "</s>", "<unk>", "<pad>", "<image>")] == [0, 1, 2, 3, 4]
     assert AutoModelForCausalLM.from_pretrained(out / "models" / "lm").config.vocab_size == len(tok)
-    model = load_model(out / "runs" / "finetune-CTOM" / "final")
+    model, _ = load(out / "runs" / "finetune-CTOM" / "final")
     assert model.identity["vision"]["path"].endswith("clip")
 
 

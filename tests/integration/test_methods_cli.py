@@ -88,7 +88,7 @@ def test_limber_linear_map_trains_with_frozen_beit(tmp_path, tiny_base, color_da
 def test_lora_finetune_merge_export_import(tmp_path, tiny_base, color_data):
     from transformers import LlavaForConditionalGeneration
 
-    from scitune.model import load_model
+    from scitune.loader import load
 
     got = train(
         tmp_path,
@@ -108,7 +108,7 @@ def test_lora_finetune_merge_export_import(tmp_path, tiny_base, color_data):
     final = tmp_path / "lora" / "final"
     assert (final / "llm_lora" / "adapter_config.json").is_file()  # PEFT's own format
     assert main(["export", "merge-lora", "--checkpoint", str(final), "--out", str(tmp_path / "merged")]) == 0
-    a, b = load_model(final), load_model(tmp_path / "merged")
+    a, b = load(final).model, load(tmp_path / "merged").model
     ids = torch.tensor([[1] + [a.image_token_id] * 16 + [9, 10]])
     pix = torch.randn(1, 3, 32, 32)
     assert torch.allclose(a(ids, pixel_values=pix).logits, b(ids, pixel_values=pix).logits, atol=1e-5)

@@ -32,7 +32,7 @@ def scifig(tmp_path_factory) -> Path:
 def test_convert_align_finetune_generate_eval(tmp_path, tiny_base, scifig):
     from scitune.eval.scienceqa import score_scienceqa
     from scitune.infer.generate import GenerationConfig, Generator, Prompt, open_image
-    from scitune.model import load_model
+    from scitune.loader import load
 
     align_data, ft_data = tmp_path / "align.jsonl", tmp_path / "ft.jsonl"
     cli(
@@ -117,13 +117,13 @@ def test_convert_align_finetune_generate_eval(tmp_path, tiny_base, scifig):
     pids = json.loads((scifig / "scienceqa" / "pid_splits.json").read_text())["test"]
     from scitune.sources.converters import build_eval_prompt
 
-    model = load_model(ck)
+    model, processor = load(ck)
     prompts = []
     for pid in pids:
         p = problems[pid]
         imgs = [open_image(scifig / "scienceqa" / "images" / pid / "image.png")] if p["image"] else []
         prompts.append(Prompt.single(build_eval_prompt(p, "QCM-A"), imgs))
-    texts = Generator(model).generate(prompts, GenerationConfig(max_new_tokens=8))
+    texts = Generator(model, processor).generate(prompts, GenerationConfig(max_new_tokens=8))
     scores = score_scienceqa(problems, dict(zip(pids, texts)), pids)
     assert scores["count"] == len(pids) >= 8
     results = tmp_path / "results.json"

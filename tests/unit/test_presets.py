@@ -6,7 +6,7 @@ import pytest
 
 from scitune.cli.common import parse_run, run_parser
 from scitune.config.io import PRESETS
-from scitune.model.builders import build_model
+from scitune.loader import build
 
 
 @pytest.mark.parametrize("name", PRESETS.names())
@@ -29,7 +29,7 @@ def test_preset_builds_with_tiny_overrides(name, tiny_base, tmp_path):
         "null",
     ]
     tiny, _ = parse_run(run_parser("train", ""), tiny_args)
-    model = build_model(tiny.model, tiny.data.template)
+    model, _ = build(tiny.model, tiny.data.template)
     want_tokens = tiny.model.projector.num_tokens or (1 if tiny.model.vision.select == "pooled" else 16)
     assert model.num_image_tokens == want_tokens
     names = {"linear": "LinearProjector", "mlp2x-gelu": "MlpProjector", "linear-prefix": "LinearPrefixProjector"}

@@ -13,7 +13,7 @@ HELP = "commands: /image PATH (attach to the next message), /reset, /quit"
 def main(argv: list[str]) -> int:
     from scitune.infer.generate import ChatSession, open_image
     from scitune.io import DataError
-    from scitune.model.checkpoint import load_model
+    from scitune.loader import load
 
     p = parser("chat", f"Chat with a checkpoint in the terminal.\n\n{HELP}")
     p.add_argument("--checkpoint", required=True, help="a scitune checkpoint folder")
@@ -21,7 +21,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--system", default=None, help="override the template's system message")
     p.add_class_arguments(GenerationConfig, "gen")
     args = p.parse_args(argv)
-    session = ChatSession(load_model(args.checkpoint, device=args.device), instantiate(p, args).gen, args.system)
+    model, processor = load(args.checkpoint, device=args.device)
+    session = ChatSession(model, processor, instantiate(p, args).gen, args.system)
     print(HELP, flush=True)
     pending = None
     for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):

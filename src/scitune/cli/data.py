@@ -52,19 +52,13 @@ def _validate_parser() -> ArgumentParser:
 
 def _validate(args: Any) -> int:
     from scitune.data.dataset import ImageCheck, validate_file
-    from scitune.data.templates import get_template
-    from scitune.data.tokenize import ImageSlots
     from scitune.io import check_input_file
-    from scitune.model.checkpoint import load_model
+    from scitune.loader import load_processor
 
     check_input_file(args.data, "data file")  # before the model loads
-    model = load_model(args.checkpoint)
-    slots = ImageSlots(model.identity.get("image_token", "<image>"), model.image_token_id, model.num_image_tokens)
-    template = get_template(args.template or model.template)
+    processor = load_processor(args.checkpoint, template=args.template)
     check = ImageCheck(args.max_image_pixels or None, args.allow_outside_root)
-    samples, report = validate_file(
-        Path(args.data), model.tokenizer, template, slots, args.image_root, args.max_length, image_check=check
-    )
+    samples, report = validate_file(Path(args.data), processor, args.image_root, args.max_length, image_check=check)
     print(report.summary(limit=1000))
     if not report.ok:
         return fail(f"{args.data}: {len(report.problems)} of {report.total} records are bad (listed above)", 1)
@@ -86,8 +80,15 @@ def _stats(args: Any) -> int:
     from scitune.data.stats import HISTOGRAM_FILE, STATS_FILE, write_stats
     from scitune.outputs import claim_output_folder
 
+    if args.tokenizer and args.checkpoint:
+        raise ValueError("give --tokenizer or --checkpoint, not both")
+    processor = None
+    if args.checkpoint:
+        from scitune.loader import load_processor
+
+        processor = load_processor(args.checkpoint)
     claim_output_folder(args.out, "data-stats", (STATS_FILE, HISTOGRAM_FILE), args.overwrite)
-    _print(write_stats(args.data, args.out, args.tokenizer, args.checkpoint, args.image_root))
+    _print(write_stats(args.data, args.out, args.tokenizer, processor, args.image_root))
     return 0
 
 

@@ -6,8 +6,8 @@ from scitune.cli.common import parser
 
 
 def main(argv: list[str]) -> int:
-    from scitune.model.checkpoint import load_model, save_model_files, write_checkpoint
-    from scitune.model.hf_llava import export_hf
+    from scitune.interop.hf_llava import export_hf
+    from scitune.loader import load, save_checkpoint
 
     p = parser(
         "export",
@@ -33,15 +33,13 @@ def main(argv: list[str]) -> int:
     from scitune.outputs import check_output_folder
 
     check_output_folder(sa.out, "hf-export" if args.action == "hf" else "checkpoint", sa.overwrite)  # before loading
-    model = load_model(sa.checkpoint)
+    model, processor = load(sa.checkpoint)
     if args.action == "hf":
-        export_hf(model, sa.out, sa.overwrite)
+        export_hf(model, processor, sa.out, sa.overwrite)
     else:
         if not hasattr(model.llm, "peft_config"):
             raise ValueError(f"{sa.checkpoint}: has no LoRA adapters to merge")
         model.llm = model.llm.merge_and_unload()
-        write_checkpoint(
-            sa.out, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False), overwrite=sa.overwrite
-        )
+        save_checkpoint(model, processor, sa.out, llm_changed=True, vision_changed=False, overwrite=sa.overwrite)
     print(f"wrote {sa.out}")
     return 0

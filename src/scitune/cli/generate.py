@@ -8,7 +8,7 @@ from scitune.config.schema import GenerationConfig
 
 def main(argv: list[str]) -> int:
     from scitune.infer.generate import Generator, Prompt, open_image
-    from scitune.model.checkpoint import load_model
+    from scitune.loader import load
 
     p = parser(
         "generate",
@@ -21,9 +21,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_class_arguments(GenerationConfig, "gen")
     args = p.parse_args(argv)
-    model = load_model(args.checkpoint, device=args.device)
+    model, processor = load(args.checkpoint, device=args.device)
     gen_cfg = instantiate(p, args).gen
     images = [open_image(x) for x in args.image]
-    prompt = Prompt.single(args.prompt, images, model.identity.get("image_token", "<image>"))
-    print(Generator(model).generate([prompt], gen_cfg)[0])
+    prompt = Prompt.single(args.prompt, images, processor.image_token)
+    print(Generator(model, processor).generate([prompt], gen_cfg)[0])
     return 0

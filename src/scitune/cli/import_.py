@@ -1,37 +1,48 @@
-"""`scitune import hf DIR --out CKPT`: a llava-hf folder to a scitune checkpoint that can keep training."""
+"""`scitune import hf|llava DIR --out CKPT`: a llava-hf folder, or an original-LLaVA-layout checkpoint (LLaVA-v0/v1/1.5,
+SciTune's release), to a scitune checkpoint that can keep training."""
 
 from __future__ import annotations
 
 from scitune.cli.common import parser
 
+_OVERWRITE = "write into a folder that holds other files (they are kept; only scitune's files are replaced)"
+
 
 def main(argv: list[str]) -> int:
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
-    from scitune.model.hf_llava import import_hf
+    from scitune.loader import save_checkpoint
+    from scitune.outputs import check_output_folder
 
     p = parser(
         "import",
-        "Import a model.\n\n  scitune import hf llava-hf/ --out runs/imported "
-        "--template vicuna-v1\n  scitune train --config ... --model.init_from runs/imported",
+        "Import a model.\n\n  scitune import hf llava-hf/ --out runs/imported --template vicuna-v1\n"
+        "  scitune import llava LLaVA-7b-v0/ --out runs/llava-v0 --vision_tower clip-vit-large-patch14/\n"
+        "  scitune train --config ... --model.init_from runs/imported",
     )
     sub = p.add_subcommands(dest="source")
-    sp = parser("import hf", "a LlavaForConditionalGeneration folder (llava-hf layout)")
-    sp.add_argument("folder", help="the llava-hf folder")
-    sp.add_argument("--out", required=True, help="scitune checkpoint folder to write")
-    sp.add_argument("--template", default="scitune", help="chat template the model was trained with")
-    sp.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="write into a folder that holds other files (they are kept; only scitune's files are replaced)",
-    )
-    sub.add_subcommand("hf", sp, help="import a llava-hf folder")
-    args = p.parse_args(argv).hf
-    from scitune.outputs import check_output_folder
-
+    hf = parser("import hf", "a LlavaForConditionalGeneration folder (llava-hf layout)")
+    hf.add_argument("--template", default="scitune", help="chat template the model was trained with")
+    llava = parser("import llava", "an original LLaVA-layout folder (LlavaLlamaForCausalLM + mm_projector weights)")
+    llava.add_argument("--template", default=None, help="chat template (default: llava-v0 for v0, else vicuna-v1)")
+    llava.add_argument("--vision_tower", default=None, help="local CLIP folder instead of the config's mm_vision_tower")
+    for sp, name, help_ in (
+        (hf, "hf", "import a llava-hf folder"),
+        (llava, "llava", "import an original LLaVA folder"),
+    ):
+        sp.add_argument("folder", help="the folder to import")
+        sp.add_argument("--out", required=True, help="scitune checkpoint folder to write")
+        sp.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+        sub.add_subcommand(name, sp, help=help_)
+    ns = p.parse_args(argv)
+    args = ns[ns.source]
     check_output_folder(args.out, "checkpoint", args.overwrite)  # before the model is read
-    model = import_hf(args.folder, args.template)
-    write_checkpoint(
-        args.out, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=True), overwrite=args.overwrite
-    )
+    if ns.source == "hf":
+        from scitune.interop.hf_llava import import_hf
+
+        model, processor = import_hf(args.folder, args.template)
+    else:
+        from scitune.interop.llava_original import import_llava_original
+
+        model, processor = import_llava_original(args.folder, args.template, args.vision_tower)
+    save_checkpoint(model, processor, args.out, llm_changed=True, vision_changed=True, overwrite=args.overwrite)
     print(f"wrote {args.out}")
     return 0

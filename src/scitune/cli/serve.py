@@ -29,14 +29,13 @@ def main(argv: list[str]) -> int:
         raise ValueError(f"scitune serve needs the serve extras: pip install 'scitune[serve]' ({e})") from None
     import torch
 
-    from scitune.model.checkpoint import load_model
+    from scitune.loader import load
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = load_model(cfg.checkpoint, device=cfg.device)
-    model.eval()
+    model, processor = load(cfg.checkpoint, device=cfg.device)
     try:
-        make_server(create_app(model, cfg), cfg).run()
+        make_server(create_app(model, processor, cfg), cfg).run()
     except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then re-raises it
         pass
     return 0

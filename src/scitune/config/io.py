@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scitune.registry import Registry
+
+if TYPE_CHECKING:
+    from scitune.config.schema import RunConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS: Registry[Path] = Registry("preset")
@@ -12,11 +16,17 @@ for _name in (
     "tiny/align",
     "tiny/finetune",
     "scitune-llama-7b/align",
+    "scitune-llama-7b/align-no-im-start-end",
     "scitune-llama-7b/finetune",
+    "scitune-llama-7b/finetune-qcm-lea",
     "scitune-llama-13b/align",
+    "scitune-llama-13b/align-no-im-start-end",
     "scitune-llama-13b/finetune",
+    "scitune-llama-13b/finetune-qcm-lea",
     "scitune-llama2-13b/align",
+    "scitune-llama2-13b/align-no-im-start-end",
     "scitune-llama2-13b/finetune",
+    "scitune-llama2-13b/finetune-qcm-lea",
     "llava-v1-13b/align",
     "llava-v1-13b/finetune",
     "llava-v1.5-7b/align",
@@ -64,3 +74,32 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping")
     return data
+
+
+def _from_dict(cls: type, data: dict, where: str) -> object:
+    """A dataclass ``cls`` from a (nested) mapping; an unknown key is an error naming it."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value, f"{where}.{key}")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_run_config(source: str) -> RunConfig:
+    """A `RunConfig` from a preset name or a YAML file (the CLI adds ``--section.field`` overrides on top)."""
+    from scitune.config.schema import RunConfig
+
+    path = resolve_config_path(source)
+    return _from_dict(RunConfig, load_yaml(path), str(source))

@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+DEFAULT_IMAGE_TOKEN = "<image>"
+"""The placeholder that marks an image in the text (LLaVA's); every other module takes it from here."""
+
 
 def require(ok: bool, flag: str, problem: str) -> None:
     """Raise a ``ValueError`` naming ``flag`` when its value is out of range (``ok`` False)."""
@@ -80,8 +83,11 @@ class ModelConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    image_token: str = "<image>"
+    image_token: str = DEFAULT_IMAGE_TOKEN
     """Placeholder string marking where an image goes in the text."""
+    use_im_start_end: bool = False
+    """Put <im_start> before and <im_end> after each image's tokens (LLaVA's mm_use_im_start_end; the SciTune
+    authors' stage 1). The two new embedding rows start at the mean of the others and train in every stage."""
     init_from: str | None = None
     """A scitune checkpoint to start from (e.g. the align stage's output for finetune); overrides the parts above."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN
+
 ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -57,7 +59,9 @@ def record_messages(record: dict[str, Any]) -> list[Message]:
     return msgs
 
 
-def place_image_tokens(record: dict[str, Any], placement: str, seed: int = 0, token: str = "<image>") -> dict[str, Any]:
+def place_image_tokens(
+    record: dict[str, Any], placement: str, seed: int = 0, token: str = DEFAULT_IMAGE_TOKEN
+) -> dict[str, Any]:
     """Put the image placeholder(s) in the first human turn when the record has images but no placeholder.
 
     ``placement``: ``as-is`` (leave the record alone), ``before`` / ``after`` the question, or ``random``: before or

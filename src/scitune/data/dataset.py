@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,7 @@ import torch
 from PIL import Image
 
 from scitune.data.conversation import place_image_tokens, record_images, record_messages
-from scitune.data.templates import ChatTemplate
-from scitune.data.tokenize import Encoded, ImageSlots, encode_conversation
+from scitune.data.tokenize import Encoded, TextEncoder
 from scitune.images import DEFAULT_MAX_PIXELS, open_image, resolve_image_path
 from scitune.io import DataError, check_input_file, not_utf8, read_json
 
@@ -119,27 +119,26 @@ class Sample:
 
 def check_record(
     rec: dict[str, Any],
-    tokenizer: Any,
-    template: ChatTemplate,
-    slots: ImageSlots,
+    processor: TextEncoder,
     image_root: Path,
     max_length: int,
     image_placement: str = "as-is",
     image_check: ImageCheck | None = None,
 ) -> Sample:
-    """Validate one record and encode it; raise ``ValueError``/`DataError` describing the first problem."""
+    """Validate one record and encode it with ``processor``; raise ``ValueError``/`DataError` describing the first
+    problem."""
     check = image_check or ImageCheck()
-    rec = place_image_tokens(rec, image_placement, token=slots.placeholder)
+    token = processor.image_token
+    rec = place_image_tokens(rec, image_placement, token=token)
     messages = record_messages(rec)
     images = [resolve_image_path(image_root, p, check.allow_outside_root) for p in record_images(rec)]
-    n_placeholders = sum(m.content.count(slots.placeholder) for m in messages if m.role == "user")
+    n_placeholders = sum(m.content.count(token) for m in messages if m.role == "user")
     if n_placeholders != len(images):
-        raise ValueError(f"{n_placeholders} {slots.placeholder} placeholder(s) but {len(images)} image(s)")
+        raise ValueError(f"{n_placeholders} {token} placeholder(s) but {len(images)} image(s)")
     sizes = [load_image(p, check.max_pixels).size for p in images]
-    slots = slots.for_images(sizes)  # AnyRes: each image's token count follows its tile grid
-    enc = encode_conversation(messages, tokenizer, template, slots)
+    enc = processor.encode(messages, sizes)  # AnyRes: each image's token count follows its tile grid
     if len(enc) > max_length:
-        n_image_tokens = sum(slots.count_of(i) for i in range(enc.n_images))
+        n_image_tokens = sum(processor.image_tokens(s) for s in sizes)
         raise ValueError(
             f"sample is {len(enc)} tokens (incl. {n_image_tokens} image tokens), over the context "
             f"--data.max_length={max_length}; shorten it or raise the limit (nothing is cut silently)"
@@ -151,9 +150,7 @@ def check_record(
 
 def validate_file(
     path: str | os.PathLike[str],
-    tokenizer: Any,
-    template: ChatTemplate,
-    slots: ImageSlots,
+    processor: TextEncoder,
     image_root: str | os.PathLike[str] | None = None,
     max_length: int = 2048,
     image_placement: str = "as-is",
@@ -168,9 +165,7 @@ def validate_file(
     for loc, rec in located:
         rid = str(rec.get("id", "?"))
         try:
-            samples.append(
-                check_record(rec, tokenizer, template, slots, root, max_length, image_placement, image_check)
-            )
+            samples.append(check_record(rec, processor, root, max_length, image_placement, image_check))
         except (ValueError, DataError) as e:
             report.problems.append(Problem(loc, rid, str(e)))
     report.problems.sort(key=lambda p: _line_of(p.location))  # unreadable lines and bad records, in file order
@@ -193,12 +188,12 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         samples: list[Sample],
-        image_processor: Any,
+        images: Callable[[list[Image.Image]], dict[str, torch.Tensor]],
         feature_store: Any = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         self.samples = samples
-        self.image_processor = image_processor
+        self.images = images  # the processor's: PIL images -> pixel_values (+ image_grids)
         self.feature_store = feature_store  # a FeatureStore: cached encoder outputs replace the images
         self.max_pixels = max_pixels
         self._keys: dict[Path, str] = {}
@@ -227,8 +222,5 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 imgs = [load_image(p, self.max_pixels) for p in s.images]
             except DataError as e:
                 return {"bad": {"id": s.id, "index": i, "problem": str(e)}}
-            out = self.image_processor(images=imgs, return_tensors="pt")
-            item["pixel_values"] = out["pixel_values"]  # AnyRes: every image's overview + tiles, in order
-            if "image_grids" in out:
-                item["image_grids"] = out["image_grids"]
+            item.update(self.images(imgs))  # AnyRes: every image's overview + tiles in order, and the grids
         return item

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN
 from scitune.data.conversation import record_images, record_messages
 from scitune.data.dataset import scan_file
-from scitune.images import resolve_image_path
+from scitune.data.tokenize import TextEncoder
+from scitune.images import image_size, resolve_image_path
 from scitune.io import DataError, atomic_path, write_json
-from scitune.sources.converters.reading import utf8_located
 
 LengthFn = Callable[[dict[str, Any]], int]
 HISTOGRAM_FILE = "length_histogram.png"
@@ -33,26 +34,22 @@ def tokenizer_length(tokenizer_path: str | os.PathLike[str]) -> LengthFn:
     tok = AutoTokenizer.from_pretrained(str(tokenizer_path))
 
     def length(record: dict[str, Any]) -> int:
-        texts = [m.content.replace("<image>", "") for m in record_messages(record)]
+        texts = [m.content.replace(DEFAULT_IMAGE_TOKEN, "") for m in record_messages(record)]
         return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
     return length
 
 
-def checkpoint_length(checkpoint: str | os.PathLike[str]) -> LengthFn:
-    """The exact training length under a checkpoint's tokenizer and chat template, image tokens included (the
-    number `scitune data validate` compares with the context). Reads the tokenizer and ``scitune.json`` only."""
-    from transformers import AutoTokenizer
+def processor_length(processor: TextEncoder, image_root: Path) -> LengthFn:
+    """The exact training length under a processor (a checkpoint's), template and image tokens included: the
+    number training and `scitune data validate` compare with the context. With AnyRes an image's tokens follow its
+    size, read from the file's header."""
 
-    from scitune.data.templates import get_template
-    from scitune.data.tokenize import ImageSlots, encode_conversation
-    from scitune.model.checkpoint import read_meta
+    def length(record: dict[str, Any]) -> int:
+        sizes = [image_size(resolve_image_path(image_root, p)) for p in record_images(record)]
+        return len(processor.encode(record_messages(record), sizes))
 
-    meta = read_meta(checkpoint)
-    tok = AutoTokenizer.from_pretrained(Path(checkpoint) / "tokenizer")
-    slots = ImageSlots(meta.get("image_token", "<image>"), meta["image_token_id"], meta["num_image_tokens"])
-    template = get_template(meta.get("template", "scitune"))
-    return lambda record: len(encode_conversation(record_messages(record), tok, template, slots))
+    return length
 
 
 def _inside(root: Path, image: str) -> bool:
@@ -102,8 +99,7 @@ def compute_stats(
     """
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
-    with utf8_located(path):
-        located, malformed = scan_file(path)
+    located, malformed = scan_file(path)
     for problem in malformed:  # text that is not UTF-8 cannot be counted: name the line
         if problem.message.startswith("not UTF-8"):
             raise DataError(f"{problem.location}: {problem.message}")
@@ -167,7 +163,7 @@ def write_stats(
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     tokenizer: str | None = None,
-    checkpoint: str | None = None,
+    processor: TextEncoder | None = None,
     image_root: str | None = None,
 ) -> dict[str, Any]:
     """`compute_stats` with the chosen length unit; write ``stats.json`` and ``length_histogram.png`` to ``out_dir``.
@@ -176,16 +172,15 @@ def write_stats(
         path: Data file.
         out_dir: Output folder.
         tokenizer: Hugging Face tokenizer folder: lengths in its tokens (turn texts only).
-        checkpoint: scitune checkpoint: exact training lengths (template and image tokens included).
+        processor: a checkpoint's processor: exact training lengths (template and image tokens included).
         image_root: Folder of relative image paths (default: the data file's folder).
 
     Returns:
         The stats, with ``length.unit`` and the paths written.
     """
-    if tokenizer and checkpoint:
-        raise ValueError("give --tokenizer or --checkpoint, not both")
-    if checkpoint:
-        length, unit = checkpoint_length(checkpoint), "tokens, template and image tokens included"
+    if processor is not None:
+        root = Path(image_root) if image_root else Path(path).parent
+        length, unit = processor_length(processor, root), "tokens, template and image tokens included"
     elif tokenizer:
         length, unit = tokenizer_length(tokenizer), "tokens"
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN
 from scitune.data.conversation import Message
 from scitune.registry import Registry
 
@@ -39,7 +40,16 @@ class ChatTemplate:
         return self._segments(messages, tokenizer, prompt=False)
 
     def render_prompt(self, messages: list[Message], tokenizer: Any = None) -> list[Segment]:
-        """Segments for generation: ``messages`` end with a user turn; the assistant prefix is appended."""
+        """Segments for generation: ``messages`` end with a user turn; the assistant prefix is appended.
+
+        ``messages`` may instead end with an assistant turn: a reply in progress, the text the model generated for
+        the messages before it (as the generator returns it, stripped). The prompt is then those messages' prompt,
+        segment for segment (so token for token), followed by `reply_join` and that text, untrained: the model
+        continues text it has already seen (the ScienceQA answer prompter's second pass).
+        """
+        if messages and messages[-1].role == "assistant":
+            head = self._segments(messages[:-1], tokenizer, prompt=True)
+            return [*head, Segment(self.reply_join + messages[-1].content)]
         return self._segments(messages, tokenizer, prompt=True)
 
     def stop(self, tokenizer: Any = None) -> list[str]:
@@ -47,6 +57,11 @@ class ChatTemplate:
 
     add_bos = True
     """Prepend the tokenizer's BOS token (templates that render it themselves set False)."""
+    placeholder = DEFAULT_IMAGE_TOKEN
+    """The image placeholder in message texts (the processor sets its own image token here)."""
+    reply_join = ""
+    """What the training text puts between the generation prompt and the reply, when the generator strips it from
+    the generated text (a space after LLaVA-v0's ``### Assistant:``)."""
 
 
 CHAT_TEMPLATES: Registry[type[ChatTemplate]] = Registry("chat template")
@@ -126,7 +141,7 @@ class PlainTemplate(SeparatorTemplate):
         segs: list[Segment] = []
         for m in messages:
             if m.role == "user":
-                segs.append(Segment("<image>" * m.content.count("<image>")))
+                segs.append(Segment(self.placeholder * m.content.count(self.placeholder)))
             elif m.role == "assistant":
                 segs.append(Segment(m.content + self.assistant_end, trainable=True))
         return [s for s in segs if s.text]
@@ -170,6 +185,87 @@ class TokenizerChatTemplate(ChatTemplate):
 
     def stop(self, tokenizer: Any = None) -> list[str]:
         return [tokenizer.eos_token] if tokenizer is not None and tokenizer.eos_token else []
+
+
+class LlavaV0Base(ChatTemplate):
+    """The SciTune authors' LLaVA-v0 fork: the ``Human``/``Assistant`` roles, LLaVA-v0's system line, stop ``###``."""
+
+    system = LLAVA_V0_SYSTEM
+    prompt_end = ""
+    """Appended after the turns for generation (the assistant's cue, if any)."""
+    trailer = ""
+    """Trained text after the last turn (training only)."""
+
+    def header(self, system: str) -> str:
+        """The masked text before the first turn."""
+        raise NotImplementedError
+
+    def turn(self, message: Message) -> Segment:
+        """One turn: a masked human turn or a trained assistant turn."""
+        raise NotImplementedError
+
+    def stop(self, tokenizer: Any = None) -> list[str]:
+        return ["###"]
+
+    def _segments(self, messages: list[Message], tokenizer: Any, prompt: bool) -> list[Segment]:
+        system = self.system
+        if messages and messages[0].role == "system":
+            system, messages = messages[0].content, messages[1:]
+        segs = [Segment(self.header(system)), *(self.turn(m) for m in messages)]
+        segs.append(Segment(self.prompt_end) if prompt else Segment(self.trailer, trainable=True))
+        return [s for s in segs if s.text]
+
+
+@CHAT_TEMPLATES.register("llava-v0")
+class LlavaV0Template(LlavaV0Base):
+    """The SciTune authors' training text (LLaVA-v0 ``--version v0``, stage 1 and stage 2):
+    ``SYSTEM\\n\\n### Human: ...\\n### Assistant: ...\\n### ``.
+
+    Every turn is ``### Role: value\\n`` and the text ends with a bare ``### ``. The system header and the human
+    turns are masked; every assistant turn, its ``### Assistant: `` prefix included, and the trailing ``### `` are
+    trained. (The authors' code also trains the first two tokens of each human turn, an off-by-one of tokenizing
+    the turns separately; that is not reproduced, see docs/methods.md.) The generation prompt ends with
+    ``### Assistant:`` and no space, as LLaVA-v0's ``get_prompt`` writes an empty assistant turn (a reply in
+    progress continues it after a space). Stops at ``###``.
+    """
+
+    name = "llava-v0"
+    prompt_end = "### Assistant:"
+    reply_join = " "
+    trailer = "### "
+
+    def header(self, system: str) -> str:
+        return system + "\n\n"
+
+    def turn(self, message: Message) -> Segment:
+        if message.role == "user":
+            return Segment(f"### Human: {message.content}\n")
+        return Segment(f"### Assistant: {message.content}\n", trainable=True)
+
+
+@CHAT_TEMPLATES.register("llava-v0-simple")
+class LlavaV0SimpleTemplate(LlavaV0Base):
+    """The SciTune authors' evaluation prompt (LLaVA-v0 ``--conv-mode simple``):
+    ``SYSTEM###Human: Hi!###Assistant: Hi there! How can I help you today?###Human: {question}###``.
+
+    A one-shot greeting follows the system line, and the generation prompt ends with the human turn's ``###``: there
+    is no ``Assistant:`` cue, the model writes the role itself (so a reply in progress, the generated text, starts
+    with ``Assistant:`` and follows the ``###`` directly). Training (``render``) is this layout's natural extension, which the
+    authors never trained on: system and greeting masked, human turns ``Human: value###`` masked, assistant turns
+    ``Assistant: value###`` trained, role included. Stops at ``###``.
+    """
+
+    name = "llava-v0-simple"
+    greeting = (("Human", "Hi!"), ("Assistant", "Hi there! How can I help you today?"))
+    """The one-shot exchange of LLaVA-v0's ``simple`` conversation, part of the masked header."""
+
+    def header(self, system: str) -> str:
+        return system + "###" + "".join(f"{role}: {text}###" for role, text in self.greeting)
+
+    def turn(self, message: Message) -> Segment:
+        if message.role == "user":
+            return Segment(f"Human: {message.content}###")
+        return Segment(f"Assistant: {message.content}###", trainable=True)
 
 
 def get_template(name: str) -> ChatTemplate:

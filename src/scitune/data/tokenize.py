@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from scitune.data.conversation import Message
-from scitune.data.templates import ChatTemplate, Segment
+from scitune.data.templates import Segment
 
 IGNORE_INDEX = -100
 
@@ -26,7 +26,8 @@ class Encoded:
 
 @dataclass(frozen=True)
 class ImageSlots:
-    """How an image placeholder becomes tokens: ``count`` copies of ``token_id`` per image.
+    """How an image placeholder becomes tokens: ``count`` copies of ``token_id`` per image (between ``before`` and
+    ``after``). Built by `scitune.processor.Processor` only.
 
     With AnyRes an image's count follows its tile grid: ``count_for_size`` maps an image's (width, height) to its
     count (the model's `image_token_count`), and `for_images` fixes the counts of one sample's images in order.
@@ -39,6 +40,10 @@ class ImageSlots:
     """AnyRes: image (width, height) -> its token count; None = every image takes ``count`` tokens."""
     per_image: tuple[int, ...] | None = None
     """AnyRes: the token count of each image of one sample, in order (set by `for_images`)."""
+    before: tuple[int, ...] = ()
+    """Token ids put before each image's tokens (LLaVA's ``<im_start>``)."""
+    after: tuple[int, ...] = ()
+    """Token ids put after each image's tokens (LLaVA's ``<im_end>``)."""
 
     def for_images(self, sizes: Sequence[tuple[int, int]]) -> ImageSlots:
         """The slots of one sample whose images have these (width, height) sizes (unchanged without AnyRes)."""
@@ -57,19 +62,22 @@ class ImageSlots:
         return self.per_image[index]
 
 
-def _encode_text(tokenizer: Any, text: str, slots: ImageSlots, first_image: int = 0) -> tuple[list[int], int]:
+def _encode_text(tokenizer: Any, text: str, slots: ImageSlots | None, first_image: int = 0) -> tuple[list[int], int]:
     ids: list[int] = []
-    pieces = text.split(slots.placeholder)
+    pieces = text.split(slots.placeholder) if slots is not None else [text]
     for i, piece in enumerate(pieces):
         if i:
-            ids.extend([slots.token_id] * slots.count_of(first_image + i - 1))
+            ids.extend([*slots.before, *[slots.token_id] * slots.count_of(first_image + i - 1), *slots.after])
         if piece:
             ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
     return ids, len(pieces) - 1
 
 
-def encode_segments(segments: list[Segment], tokenizer: Any, slots: ImageSlots, add_bos: bool) -> Encoded:
-    """Tokenize each segment and label it at once (trainable segments keep their ids as labels)."""
+def encode_segments(segments: list[Segment], tokenizer: Any, slots: ImageSlots | None, add_bos: bool) -> Encoded:
+    """Tokenize each segment and label it at once (trainable segments keep their ids as labels).
+
+    ``slots`` None: text-only (no image placeholder is expanded).
+    """
     ids: list[int] = []
     labels: list[int] = []
     if add_bos and tokenizer.bos_token_id is not None:
@@ -86,11 +94,14 @@ def encode_segments(segments: list[Segment], tokenizer: Any, slots: ImageSlots, 
     return Encoded(ids, labels, n_images)
 
 
-def encode_conversation(messages: list[Message], tokenizer: Any, template: ChatTemplate, slots: ImageSlots) -> Encoded:
-    """Encode a whole conversation for training."""
-    return encode_segments(template.render(messages, tokenizer), tokenizer, slots, template.add_bos)
+class TextEncoder(Protocol):
+    """What the data path needs of a processor (`scitune.processor.Processor`): its image placeholder, how many
+    tokens an image takes, and the encoding of a conversation."""
 
+    image_token: str
 
-def encode_prompt(messages: list[Message], tokenizer: Any, template: ChatTemplate, slots: ImageSlots) -> Encoded:
-    """Encode a conversation that ends with a user turn, plus the assistant prefix, for generation."""
-    return encode_segments(template.render_prompt(messages, tokenizer), tokenizer, slots, template.add_bos)
+    def encode(
+        self, messages: list[Message], sizes: Sequence[tuple[int, int]] = (), prompt: bool = False
+    ) -> Encoded: ...
+
+    def image_tokens(self, size: tuple[int, int] | None = None) -> int: ...

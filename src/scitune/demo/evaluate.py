@@ -37,13 +37,13 @@ def blank_like(image: Image.Image) -> Image.Image:
     return Image.new("RGB", image.size, "white")
 
 
-def _batched_generate(model: Any, prompts: list[Any], max_new_tokens: int, desc: str, progress: bool) -> list[str]:
+def _batched_generate(loaded: Any, prompts: list[Any], max_new_tokens: int, desc: str, progress: bool) -> list[str]:
     from tqdm.auto import tqdm
 
     from scitune.config.schema import GenerationConfig
     from scitune.infer.generate import Generator
 
-    gen, cfg, out = Generator(model), GenerationConfig(max_new_tokens=max_new_tokens), []
+    gen, cfg, out = Generator(*loaded), GenerationConfig(max_new_tokens=max_new_tokens), []
     bs = 32
     for i in tqdm(range(0, len(prompts), bs), desc=desc, disable=not progress, unit="batch"):
         out += gen.generate(prompts[i : i + bs], cfg)

@@ -143,15 +143,17 @@ def make_clip(demo: Demo) -> dict[str, Any]:
 
 def chat_documents(records: list[dict[str, Any]], tokenizer: Any, template: str = "scitune") -> list[list[int]]:
     """Canonical records as text-only dialogues, tokenized turn by turn as training does (image placeholders cut)."""
+    from scitune.config.schema import DEFAULT_IMAGE_TOKEN as IMG
     from scitune.data.conversation import Message, record_messages
     from scitune.data.templates import get_template
-    from scitune.data.tokenize import ImageSlots, encode_conversation
+    from scitune.data.tokenize import encode_segments
 
-    tpl, slots, out = get_template(template), ImageSlots("<image>", -1, 0), []
+    tpl, out = get_template(template), []
     for rec in records:
-        msgs = [Message(m.role, m.content.replace("\n<image>", "").replace("<image>", "").strip())
-                for m in record_messages(rec)]  # fmt: skip
-        out.append(encode_conversation(msgs, tokenizer, tpl, slots).input_ids)
+        msgs = [
+            Message(m.role, m.content.replace("\n" + IMG, "").replace(IMG, "").strip()) for m in record_messages(rec)
+        ]
+        out.append(encode_segments(tpl.render(msgs, tokenizer), tokenizer, None, tpl.add_bos).input_ids)
     return out
 
 
@@ -260,7 +262,7 @@ def train_stage(demo: Demo, stage: str, variant: str) -> dict[str, Any]:
 def evaluate(demo: Demo) -> dict[str, Any]:
     """Step 8: figure type + captions (stage 1), zero-shot CLIP, MCQs with image and blind (stage 2), per variant."""
     from scitune.demo import evaluate as ev
-    from scitune.model import load_model
+    from scitune.loader import load as load_model
 
     s, root, p = demo.size, demo.path("scifig"), demo.cfg.progress
     figs, problems, pids = ev.load_split(root, "test")

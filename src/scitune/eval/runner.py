@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
+import zlib
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from scitune.eval.benchmark import Benchmark, Example, PredictionSet, ScoreContext
 from scitune.eval.report import md_table
@@ -18,7 +19,7 @@ from scitune.outputs import claim_output_folder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PredictionLog", "input_stats", "run_benchmark", "write_outputs"]
+__all__ = ["FollowUp", "PredictionLog", "input_stats", "run_benchmark", "write_outputs"]
 
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_FILE = "run.json"
@@ -99,22 +100,73 @@ def _check_images(todo: list[Example]) -> None:
         raise DataError(f"{len(missing)} image(s) not found, e.g. {', '.join(missing[:3])} (see --image_root)")
 
 
-def _generate(bench: Benchmark, model: Any, todo: list[Example], plog: PredictionLog) -> None:
+class FollowUp(NamedTuple):
+    """A second generation pass for one example (a benchmark's ``follow_up``), e.g. ScienceQA's answer prompter.
+
+    The recorded ``text`` becomes ``prefix`` + the second pass's text; the first pass's text is kept as
+    ``first_text``.
+    """
+
+    messages: list[Any]
+    """The second prompt's messages (`scitune.data.conversation.Message`); ending with an assistant turn continues
+    the first prompt (`scitune.data.templates.ChatTemplate.render_prompt`). The images stay those of the first."""
+    max_new_tokens: int
+    prefix: str
+
+
+def _batch_seed(seed: int, first_id: str) -> int:
+    """Sampling seed of a batch: from ``--seed`` and the batch's first example, so a rerun with the same batches
+    draws the same answers."""
+    return (seed * 1_000_003 + zlib.crc32(first_id.encode("utf-8"))) % 2**63
+
+
+def _generate(bench: Benchmark, loaded: Any, todo: list[Example], plog: PredictionLog) -> None:
+    import torch
     from tqdm import tqdm
 
     from scitune.config.schema import GenerationConfig
     from scitune.infer.generate import Generator, Prompt, open_image
+    from scitune.loader import with_template
 
-    gen = Generator(model)
-    cfg = GenerationConfig(max_new_tokens=bench.opts.max_new_tokens)
+    processor = loaded.processor  # loaded: a scitune.loader.Loaded
+    if getattr(bench.opts, "template", None):  # prompts in another template than the checkpoint's
+        processor = with_template(processor, bench.opts.template)
+    gen = Generator(loaded.model, processor)
+    temperature = float(getattr(bench.opts, "temperature", 0.0))  # benchmarks without the option decode greedily
+    seed = int(getattr(bench.opts, "seed", 0))
+    cfg = GenerationConfig(max_new_tokens=bench.opts.max_new_tokens, temperature=temperature)
+    follow_up = getattr(bench, "follow_up", None)
     bs = max(1, bench.opts.batch_size)
     with tqdm(total=len(todo), desc=f"{bench.name}: generate", unit="ex", disable=not bench.opts.progress) as bar:
         for start in range(0, len(todo), bs):
             batch = todo[start : start + bs]
+            if temperature > 0:
+                torch.manual_seed(_batch_seed(seed, batch[0].id))
             prompts = [Prompt.single(bench.prompt_text(e), [open_image(p) for p in e.images]) for e in batch]
             texts = gen.generate(prompts, cfg)
-            plog.append([{"id": e.id, "text": t, "prompt": bench.prompt_text(e)} for e, t in zip(batch, texts)])
+            records = [{"id": e.id, "text": t, "prompt": bench.prompt_text(e)} for e, t in zip(batch, texts)]
+            if follow_up is not None:
+                _second_pass(gen, cfg, follow_up, batch, prompts, records)
+            plog.append(records)
             bar.update(len(batch))
+
+
+def _second_pass(
+    gen: Any, cfg: Any, follow_up: Any, batch: list[Example], prompts: list[Any], records: list[dict]
+) -> None:
+    """Generate the benchmark's follow-up prompts (one call per length limit) and update the records' texts."""
+    from scitune.infer.generate import Prompt
+
+    ups = []
+    for e, p, r in zip(batch, prompts, records):
+        f = follow_up(e, p.messages, r["text"])
+        if f is not None:
+            ups.append((r, f, p.images))
+    for n in sorted({f.max_new_tokens for _, f, _ in ups}):
+        group = [u for u in ups if u[1].max_new_tokens == n]
+        texts = gen.generate([Prompt(f.messages, images) for _, f, images in group], replace(cfg, max_new_tokens=n))
+        for (r, f, _), t in zip(group, texts):
+            r["first_text"], r["text"] = r["text"], f.prefix + t
 
 
 def _loglik(bench: Benchmark, llm: Any, tokenizer: Any, todo: list[Example], plog: PredictionLog) -> None:
@@ -211,10 +263,15 @@ def _model_predictions(bench: Benchmark, examples: list[Example], out: Path, sou
 
 
 def _load_llm(path: str, dtype: str | None, device: str) -> tuple[Any, Any]:
-    from scitune.model.llm import load_llm, load_tokenizer
+    from transformers import AutoTokenizer
+
+    from scitune.model.llm import load_llm
 
     llm = load_llm(path, dtype or "float32").to(device).eval()
-    return llm, load_tokenizer(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    return llm, tokenizer
 
 
 def _base_llm(checkpoint: str) -> tuple[str, str]:
@@ -231,14 +288,14 @@ def _model_run(bench: Benchmark, examples: list[Example], out: Path, which: str)
     """Run the checkpoint (``which="checkpoint"``), ``--llm`` (``"llm"``) or the checkpoint's base LLM (``"base"``)."""
     opts, device = bench.opts, _device(bench.opts.device)
     if bench.mode == "generate":
-        from scitune.model.checkpoint import load_model
+        from scitune.loader import load
 
         _check_images(examples)
         model = None
 
         def runner(todo: list[Example], plog: PredictionLog) -> None:
             nonlocal model
-            model = model or load_model(opts.checkpoint, device=device, dtype=opts.dtype)
+            model = model or load(opts.checkpoint, device=device, dtype=opts.dtype)
             _generate(bench, model, todo, plog)
 
         source = f"checkpoint:{Path(opts.checkpoint).resolve()}"
@@ -247,10 +304,10 @@ def _model_run(bench: Benchmark, examples: list[Example], out: Path, which: str)
 
         def runner(todo: list[Example], plog: PredictionLog) -> None:
             if path is None:
-                from scitune.model.checkpoint import load_model
+                from scitune.loader import load
 
-                vlm = load_model(opts.checkpoint, device=device, dtype=opts.dtype)
-                _loglik(bench, vlm.llm, vlm.tokenizer, todo, plog)
+                vlm, processor = load(opts.checkpoint, device=device, dtype=opts.dtype)
+                _loglik(bench, vlm.llm, processor.tokenizer, todo, plog)
             else:
                 _loglik(bench, *_load_llm(path, opts.dtype or dtype, device), todo, plog)
 

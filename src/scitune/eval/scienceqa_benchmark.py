@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN, require
+from scitune.data.conversation import Message
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, ScoreContext, resolve_image
 from scitune.eval.report import md_table
+from scitune.eval.runner import FollowUp
 from scitune.eval.scienceqa import (
     GROUPS,
     correct_by_pid,
@@ -20,7 +23,12 @@ from scitune.eval.scienceqa import (
 )
 from scitune.io import DataError, read_json
 
-__all__ = ["ScienceQABenchmark", "ScienceQAOptions"]
+__all__ = ["ANSWER_CUE", "ScienceQABenchmark", "ScienceQAOptions"]
+
+ANSWER_CUE = " ###\nANSWER:"
+"""What the answer prompter appends to the reasoning (the SciTune authors' ``--answer-prompter``)."""
+ANSWER_MAX_NEW_TOKENS = 64
+"""Most new tokens of the answer prompter's second pass (the authors' value)."""
 
 
 @dataclass
@@ -45,6 +53,29 @@ class ScienceQAOptions(EvalOptions):
     """Split of pid_splits.json whose lectures are counted for Table 4."""
     similarity: str = "bow-cosine"
     """Sentence similarity of Table 5: bow-cosine (model-free) or sentence-transformers[:MODEL]."""
+    template: str | None = None
+    """Chat template of the prompts instead of the checkpoint's (`scitune ls templates`); llava-v0-simple is the
+    SciTune authors' evaluation prompt (LLaVA-v0 ``--conv-mode simple``) for a model trained with llava-v0."""
+    image_position: Literal["before", "after"] = "before"
+    """Where the image goes in the question: before it (LLaVA-1.5) or after it on a new line (LLaVA-v0 and the
+    SciTune authors' evaluation)."""
+    answer_prompter: bool = False
+    """The SciTune authors' two-pass answer prompter, for models trained on QCM-LEPA (whose replies put a "###"
+    line before "ANSWER: X."): the first pass generates the reasoning (cut at "###"); the second continues the
+    first prompt with the reasoning + " ###\\nANSWER:" for at most 64 new tokens; the prediction is the reasoning
+    + "\\n The answer is " + the second pass's text."""
+    temperature: float = 0.0
+    """Sampling temperature of both passes; 0 = greedy. The SciTune authors sample at 0.7."""
+    seed: int = 0
+    """Seed of the sampling (--temperature > 0): each batch draws from (seed, its first question id), so a rerun
+    with the same --batch_size gives the same answers."""
+
+    def __post_init__(self) -> None:
+        from scitune.data.templates import CHAT_TEMPLATES
+
+        require(self.temperature >= 0, "--temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        names = CHAT_TEMPLATES.names()
+        require(self.template in (None, *names), "--template", f"{self.template!r} is not one of {', '.join(names)}")
 
 
 @BENCHMARKS.register("scienceqa")
@@ -84,6 +115,21 @@ class ScienceQABenchmark(Benchmark):
             images = [resolve_image(f"{pid}/{prob['image']}", roots)] if prob["image"] else []
             out.append(Example(pid, text, images, target=prob["answer"]))
         return out
+
+    def prompt_text(self, example: Example) -> str:
+        """The question; with ``--image_position after`` the image placeholder follows it on a new line."""
+        if self.opts.image_position == "after" and example.images:
+            return "\n".join([example.text, *[DEFAULT_IMAGE_TOKEN] * len(example.images)])
+        return example.text
+
+    def follow_up(self, example: Example, messages: list[Message], text: str) -> FollowUp | None:
+        """``--answer_prompter``: the second prompt continues the first (``messages``) with the reasoning ``text``
+        cut at "###" + `ANSWER_CUE`; the prediction becomes the reasoning + "\\n The answer is " + the answer."""
+        if not self.opts.answer_prompter:
+            return None
+        reasoning = text.split("###", 1)[0].strip()
+        cont = Message("assistant", reasoning + ANSWER_CUE)
+        return FollowUp([*messages, cont], ANSWER_MAX_NEW_TOKENS, reasoning + "\n The answer is ")
 
     def _train_problems(self) -> dict[str, dict[str, Any]]:
         path = self.opts.train_problems

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, ScoreContext, resolve_image
 from scitune.io import DataError, check_input_file, read_json, read_records
 
@@ -235,7 +236,7 @@ def row_names(shots: Sequence[int], blind: bool) -> list[tuple[str, int, bool]]:
     return rows + ([(f"blind-{n}-shot", int(n), True) for n in shots] if blind else [])
 
 
-def vqa_prompt(question: str, shots: Sequence[tuple[str, str]], image_token: str | None = "<image>") -> str:
+def vqa_prompt(question: str, shots: Sequence[tuple[str, str]], image_token: str | None = DEFAULT_IMAGE_TOKEN) -> str:
     """``[image] Q: [q] A: [a]`` per shot, then ``[image] Q: [question] A:``, one per line; no image placeholders
     when ``image_token`` is None (the blind prompt)."""
     head = f"{image_token}\n" if image_token else ""
@@ -270,7 +271,7 @@ def build_vqa_examples(
     shots: Sequence[int] = (0, 1, 2, 4),
     blind: bool = True,
     seed: int = 0,
-    image_token: str = "<image>",
+    image_token: str = DEFAULT_IMAGE_TOKEN,
 ) -> list[Example]:
     """One `Example` per (question, row), question-major; ids ``<row>/<question id>``.
 
@@ -420,7 +421,7 @@ class VqaBenchmark(Benchmark):
 
 
 def fewshot_vqa_rows(
-    model: Any,
+    loaded: Any,
     examples: Sequence[VqaItem],
     support: Sequence[VqaItem],
     shots: Sequence[int] = (0, 1, 2),
@@ -433,7 +434,7 @@ def fewshot_vqa_rows(
     """Few-shot VQA accuracy of a loaded model, without files: generate every row's answers and score them.
 
     Args:
-        model: a `VisionLanguageModel`.
+        loaded: a model and its processor (`scitune.loader.load`).
         examples: the questions (`load_vqa`); those without an image are left out.
         support: the items shots are drawn from.
         shots: shot counts, one row each.
@@ -451,9 +452,10 @@ def fewshot_vqa_rows(
     from scitune.config.schema import GenerationConfig
     from scitune.infer.generate import Generator, Prompt, open_image
 
-    token = model.identity.get("image_token", "<image>")
+    model, processor = loaded
+    token = processor.image_token
     items = build_vqa_examples(examples, support, shots, blind, seed, token)
-    gen, cfg = Generator(model), GenerationConfig(max_new_tokens=max_new_tokens)
+    gen, cfg = Generator(model, processor), GenerationConfig(max_new_tokens=max_new_tokens)
     predictions: dict[str, dict[str, Any]] = {}
     for start in tqdm(range(0, len(items), batch_size), desc="few-shot VQA", disable=not progress):
         batch = items[start : start + batch_size]

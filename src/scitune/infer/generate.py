@@ -8,13 +8,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from scitune.config.schema import GenerationConfig
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN, GenerationConfig
 from scitune.data.collate import collate
 from scitune.data.conversation import Message
-from scitune.data.templates import get_template
-from scitune.data.tokenize import ImageSlots, encode_prompt
 from scitune.images import open_image  # noqa: F401 (re-exported: generate, chat and eval open images here)
 from scitune.model.vlm import VisionLanguageModel
+from scitune.processor import Processor
 
 
 @dataclass
@@ -25,7 +24,9 @@ class Prompt:
     images: list[Image.Image] = field(default_factory=list)
 
     @classmethod
-    def single(cls, text: str, images: list[Image.Image] | None = None, image_token: str = "<image>") -> Prompt:
+    def single(
+        cls, text: str, images: list[Image.Image] | None = None, image_token: str = DEFAULT_IMAGE_TOKEN
+    ) -> Prompt:
         """A one-turn prompt; an image placeholder is prepended for each image the text does not mark."""
         images = images or []
         missing = len(images) - text.count(image_token)
@@ -43,42 +44,26 @@ def _cut_at_stop(text: str, stops: list[str]) -> str:
 
 
 class Generator:
-    """Generates text for batches of prompts with one model."""
+    """Generates text for batches of prompts with one model and its processor."""
 
-    def __init__(self, model: VisionLanguageModel):
-        self.model = model
-        self.template = get_template(model.template)
-        tok = model.tokenizer
-        self.slots = ImageSlots(
-            model.identity.get("image_token", "<image>"),
-            model.image_token_id,
-            model.num_image_tokens,
-            model.image_token_count if model.anyres_grids else None,  # AnyRes: the count follows the tile grid
-        )
-        self.stops = [s for s in self.template.stop(tok) if s]
+    def __init__(self, model: VisionLanguageModel, processor: Processor):
+        self.model, self.processor = model, processor
+        self.stops = processor.stop_strings()
 
     def _batch(self, prompts: list[Prompt], max_new_tokens: int = 0) -> dict[str, Any]:
         items = []
         context = self.model.context_length
         for p in prompts:
-            slots = self.slots.for_images([im.size for im in p.images])
-            enc = encode_prompt(p.messages, self.model.tokenizer, self.template, slots)
-            if enc.n_images != len(p.images):
-                raise ValueError(f"prompt has {enc.n_images} image placeholder(s) but {len(p.images)} image(s)")
-            if context and len(enc.input_ids) + max_new_tokens > context:
+            item = self.processor(p.messages, p.images, prompt=True)
+            n = len(item["input_ids"])
+            if context and n + max_new_tokens > context:
                 raise ValueError(
-                    f"--gen.max_new_tokens: the prompt is {len(enc.input_ids)} tokens (images included) and "
-                    f"{max_new_tokens} new tokens would make {len(enc.input_ids) + max_new_tokens}, over the model's "
-                    f"context of {context} tokens; shorten the prompt or lower --gen.max_new_tokens"
+                    f"--gen.max_new_tokens: the prompt is {n} tokens (images included) and {max_new_tokens} new "
+                    f"tokens would make {n + max_new_tokens}, over the model's context of {context} tokens; "
+                    "shorten the prompt or lower --gen.max_new_tokens"
                 )
-            item: dict[str, Any] = {"input_ids": torch.tensor(enc.input_ids), "pixel_values": None}
-            if p.images:
-                out = self.model.image_processor(images=p.images, return_tensors="pt")
-                item["pixel_values"] = out["pixel_values"]  # AnyRes: overview + tiles of each image, in order
-                if "image_grids" in out:
-                    item["image_grids"] = out["image_grids"]
             items.append(item)
-        return collate(items, self.model.tokenizer.pad_token_id, padding_side="left")
+        return collate(items, self.processor.pad_token_id, padding_side="left")
 
     @torch.no_grad()
     def generate(self, prompts: list[Prompt], cfg: GenerationConfig | None = None, use_cache: bool = True) -> list[str]:
@@ -88,7 +73,7 @@ class Generator:
             return []
         batch = self._batch(prompts, cfg.max_new_tokens)
         dev = self.model.device
-        tok = self.model.tokenizer
+        tok = self.processor.tokenizer
         stops = self.stops + list(cfg.stop)
         kwargs: dict[str, Any] = {
             "max_new_tokens": cfg.max_new_tokens,
@@ -118,14 +103,20 @@ class Generator:
 class ChatSession:
     """A multi-turn conversation with one model; images attach to the turn they are sent with."""
 
-    def __init__(self, model: VisionLanguageModel, cfg: GenerationConfig | None = None, system: str | None = None):
-        self.gen = Generator(model)
+    def __init__(
+        self,
+        model: VisionLanguageModel,
+        processor: Processor,
+        cfg: GenerationConfig | None = None,
+        system: str | None = None,
+    ):
+        self.gen = Generator(model, processor)
         self.cfg = cfg or GenerationConfig()
         self.messages: list[Message] = [Message("system", system)] if system else []
         self.images: list[Image.Image] = []
 
     def ask(self, text: str, image: Image.Image | None = None) -> str:
-        token = self.gen.slots.placeholder
+        token = self.gen.processor.image_token
         if image is not None:
             self.images.append(image)
             if token not in text:

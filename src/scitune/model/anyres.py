@@ -1,12 +1,11 @@
-"""AnyRes high-resolution tiling (LLaVA-NeXT): grid choice, tiles + overview, and the image-token count rule."""
+"""AnyRes high-resolution tiling (LLaVA-NeXT): grid choice and tiles + overview (the processor cuts images with these;
+the model checks its inputs with them)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
-import torch
 from PIL import Image
 
 Grid = tuple[int, int]
@@ -80,52 +79,3 @@ def split_tiles(image: Image.Image, grid: Grid, tile: int, fill: tuple[int, int,
         for c in range(grid[1]):
             tiles.append(canvas.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)))
     return tiles
-
-
-class AnyResProcessor:
-    """Wraps a HF image processor: each image becomes its overview + grid tiles, all flattened in order.
-
-    ``processor(images=[...], return_tensors="pt")`` returns ``pixel_values`` of shape (sum of tiles, C, S, S)
-    (image by image, overview first) and ``image_grids`` (n_images, 2) = (rows, cols) per image, so the model
-    encodes tiles like ordinary images and the token runs of consecutive images line up with them.
-
-    Args:
-        base: the encoder's own image processor (resizing, normalisation).
-        grids: candidate grids (`parse_grids`).
-        tile: tile side in pixels (the encoder's input size).
-    """
-
-    def __init__(self, base: Any, grids: Sequence[Grid], tile: int):
-        if not grids:
-            raise ValueError("AnyResProcessor needs at least one grid (--model.vision.anyres)")
-        self.base = base
-        self.grids = tuple(grids)
-        self.tile = int(tile)
-        mean = getattr(base, "image_mean", None) or [0.0, 0.0, 0.0]
-        # padding in the mean colour is zero after normalisation, so it reads as "no content" to the encoder
-        self.fill = tuple(int(round(255 * m)) for m in mean[:3])
-
-    def grid_for(self, size: tuple[int, int]) -> Grid:
-        """The grid an image of ``size`` = (width, height) is tiled with."""
-        return select_grid(size, self.grids, self.tile)
-
-    def __call__(self, images: Image.Image | Sequence[Image.Image], return_tensors: str = "pt", **kwargs: Any):
-        if return_tensors != "pt":
-            raise ValueError("AnyResProcessor returns torch tensors only (return_tensors='pt')")
-        images = [images] if isinstance(images, Image.Image) else list(images)
-        grids = [self.grid_for(im.size) for im in images]
-        tiles = [t for im, g in zip(images, grids) for t in split_tiles(im, g, self.tile, self.fill)]
-        pix = self.base(images=tiles, return_tensors="pt", **kwargs)["pixel_values"]  # (sum tiles, C, S, S)
-        return {"pixel_values": pix, "image_grids": torch.tensor(grids, dtype=torch.long).reshape(-1, 2)}
-
-    def save_pretrained(self, path: Any, **kwargs: Any) -> Any:
-        """Saves the base processor (the grids live in the checkpoint's `scitune.json`)."""
-        return self.base.save_pretrained(path, **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.base.to_dict(), "anyres_grids": [format_grid(g) for g in self.grids], "anyres_tile": self.tile}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "base" or name.startswith("__"):  # not set yet (unpickling): no recursion into the base
-            raise AttributeError(name)
-        return getattr(self.base, name)

@@ -1,4 +1,4 @@
-"""Builders: config -> `VisionLanguageModel`, and the tiny random models that tests and docs use."""
+"""Builders: parts -> `VisionLanguageModel`, and the tiny random parts that tests and docs use (`scitune.loader`\nbuilds whole models with their processors from configs)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 
 import torch
 
-from scitune.config.schema import ModelConfig, VisionConfig
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN, VisionConfig
 from scitune.model.adapters import AdapterSet
-from scitune.model.anyres import AnyResProcessor, format_grid, parse_grids
-from scitune.model.llm import DTYPES, fit_vocab, load_llm, load_tokenizer, prepare_tokenizer
+from scitune.model.anyres import format_grid, parse_grids
+from scitune.model.llm import fit_vocab
 from scitune.model.projector import build_projector
-from scitune.model.vision import VisionEncoder, load_vision_encoder
+from scitune.model.vision import VisionEncoder
 from scitune.model.vlm import VisionLanguageModel
 
-CHAT_SPECIALS = ["<s>", "</s>", "<unk>", "<pad>", "<image>"]
+CHAT_SPECIALS = ["<s>", "</s>", "<unk>", "<pad>", DEFAULT_IMAGE_TOKEN]
 TINY_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -38,45 +38,42 @@ def _abs_if_local(path: str | None) -> str | None:
 
 def assemble(
     vision: VisionEncoder,
-    image_processor: Any,
     llm: torch.nn.Module,
-    tokenizer: Any,
     projector_name: str,
     identity: dict[str, Any],
-    image_token: str = "<image>",
+    image_token_id: int,
+    vocab_size: int,
     projector_tokens: int = 0,
     adapter: str | None = None,
     adapter_downsample: int = 4,
     anyres: Sequence[str] = (),
 ) -> VisionLanguageModel:
-    """Compose parts into a `VisionLanguageModel` (grows the vocabulary for the image token if needed).
+    """Compose parts into a `VisionLanguageModel` (the LLM's vocabulary grows to ``vocab_size``: the tokenizer's,
+    with the image token and any other tokens the processor added; new rows start at the mean of the old ones).
 
     Args:
+        image_token_id: vocabulary id of the image placeholder (the processor's).
+        vocab_size: the tokenizer's length.
         projector_tokens: prompt tokens per image for the ``linear-prefix`` projector.
         adapter: an `ADAPTERS` key (MAGMA adapters in the LM blocks) or None.
         adapter_downsample: adapter bottleneck factor.
-        anyres: AnyRes grids (``["1x1", "2x2"]``); the image processor is wrapped to cut images into tiles.
+        anyres: AnyRes grids (``["1x1", "2x2"]``).
     """
-    tokenizer = prepare_tokenizer(tokenizer, image_token)
-    fit_vocab(llm, len(tokenizer))
+    base_vocab = int(llm.get_input_embeddings().weight.shape[0])
+    fit_vocab(llm, vocab_size)
     llm_dim = llm.get_input_embeddings().embedding_dim
     projector = build_projector(projector_name, vision.hidden_size, llm_dim, projector_tokens)
     adapters = AdapterSet(llm, adapter, adapter_downsample) if adapter else None
     grids = parse_grids(anyres)
     if grids:  # recorded only when on, so the identity of a model without AnyRes stays as it was
         identity = {**identity, "vision": {**identity.get("vision", {}), "anyres": [format_grid(g) for g in grids]}}
-        image_processor = AnyResProcessor(image_processor, grids, vision.image_size)
     identity = {
         **identity,
+        "llm": {**identity.get("llm", {}), "base_vocab": base_vocab},
         "projector": {"name": projector_name, "num_tokens": projector_tokens},
         "adapter": {"name": adapter, "downsample_factor": adapter_downsample} if adapter else None,
-        "image_token": image_token,
     }
-    image_token_id = tokenizer.convert_tokens_to_ids(image_token)
-    model = VisionLanguageModel(vision, projector, llm, image_token_id, identity, adapters, grids)
-    model.tokenizer = tokenizer
-    model.image_processor = image_processor
-    return model
+    return VisionLanguageModel(vision, projector, llm, image_token_id, identity, adapters, grids)
 
 
 def vision_identity(cfg: VisionConfig) -> dict[str, Any]:
@@ -87,43 +84,6 @@ def vision_identity(cfg: VisionConfig) -> dict[str, Any]:
         "feature_layer": cfg.feature_layer,
         "select": cfg.select,
     }
-
-
-def build_model(cfg: ModelConfig, template: str = "scitune", quantize: str = "none") -> VisionLanguageModel:
-    """Build a model from a `ModelConfig`: weights through ``from_pretrained`` (hub id or folder).
-
-    With ``cfg.init_from`` set, the model is rebuilt from that scitune checkpoint instead.
-    """
-    if cfg.init_from:
-        from scitune.model.checkpoint import load_model
-
-        return load_model(cfg.init_from)
-    dtype = DTYPES[cfg.llm.dtype]
-    vision, processor = load_vision_encoder(
-        cfg.vision.name, cfg.vision.path, cfg.vision.feature_layer, cfg.vision.select, dtype
-    )
-    tokenizer = load_tokenizer(cfg.llm.tokenizer or cfg.llm.path, cfg.image_token)
-    llm = load_llm(cfg.llm.path, cfg.llm.dtype, cfg.llm.attn_implementation, quantize)
-    identity = {
-        "vision": vision_identity(cfg.vision),
-        "llm": {"path": _abs_if_local(cfg.llm.path), "dtype": cfg.llm.dtype, "attn": cfg.llm.attn_implementation},
-        "template": template,
-    }
-    model = assemble(
-        vision,
-        processor,
-        llm,
-        tokenizer,
-        cfg.projector.name,
-        identity,
-        cfg.image_token,
-        cfg.projector.num_tokens,
-        cfg.adapter.name,
-        cfg.adapter.downsample_factor,
-        cfg.vision.anyres,
-    )
-    model.template = template
-    return model
 
 
 # ---------------------------------------------------------------- tiny models (tests, docs, smoke runs)
@@ -145,7 +105,7 @@ def tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    fast.add_special_tokens({"additional_special_tokens": [DEFAULT_IMAGE_TOKEN]})
     fast.chat_template = TINY_CHAT_TEMPLATE
     return fast
 
@@ -188,34 +148,6 @@ def tiny_llm(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2, 
         tie_word_embeddings=False,
     )
     return LlamaForCausalLM(cfg).eval()
-
-
-def tiny_vlm(
-    seed: int = 0,
-    projector: str = "mlp2x-gelu",
-    template: str = "scitune",
-    select: str = "patch",
-    adapter: str | None = None,
-    projector_tokens: int = 0,
-    anyres: Sequence[str] = (),
-):
-    """A tiny random VLM on CPU in fp32 (CLIP 32px/patch 8 -> 16 image tokens, LLaMA hidden 32).
-
-    ``anyres`` grids (e.g. ``["1x1", "2x2"]``) turn on AnyRes tiling with 32px tiles.
-    """
-    tok = tiny_tokenizer()
-    vision_model, proc = tiny_vision(seed)
-    llm = tiny_llm(len(tok), seed, bos=tok.bos_token_id, eos=tok.eos_token_id)
-    vision = VisionEncoder(vision_model, -2, select, has_cls=True)
-    identity = {
-        "vision": {"name": "clip", "path": None, "feature_layer": -2, "select": select},
-        "llm": {"path": None, "dtype": "float32", "attn": None},
-        "template": template,
-    }
-    torch.manual_seed(seed + 1)
-    model = assemble(vision, proc, llm, tok, projector, identity, "<image>", projector_tokens, adapter, anyres=anyres)
-    model.template = template
-    return model
 
 
 def save_tiny_base(out_dir: str | os.PathLike[str], seed: int = 0) -> dict[str, str]:

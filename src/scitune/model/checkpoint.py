@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors weights + `scitune.json` identity, written atomically; `load_model` rebuilds."""
+"""Checkpoints: safetensors weights + `scitune.json` identity (+ the processor's files), written atomically and\nverified; `load_model` rebuilds the model part."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from scitune.io import DataError, read_json
 from scitune.model.adapters import AdapterSet
-from scitune.model.anyres import AnyResProcessor, parse_grids
+from scitune.model.anyres import parse_grids
 from scitune.model.llm import DTYPES, fit_vocab, load_llm
 from scitune.model.projector import build_projector
 from scitune.model.vision import load_vision_encoder
@@ -44,21 +44,21 @@ def save_model_files(
     vision_changed: bool,
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> dict:
-    """Write the model's files into the (new, empty) folder ``out``; return the `scitune.json` content."""
+    """Write the model's files into the (new, empty) folder ``out``; return the `scitune.json` content.
+
+    The processor's files go beside them (`scitune.processor.Processor.save_pretrained`); a checkpoint needs both.
+    """
     from scitune import __version__
 
     out.mkdir(parents=True, exist_ok=True)
     # state_dict: the full (gathered) model state, e.g. from accelerate's get_state_dict under FSDP
     sd = state_dict if state_dict is not None else model.state_dict()
     part = {p: {k[len(p) + 1 :]: v for k, v in sd.items() if k.startswith(p + ".")} for p in ("projector", "llm")}
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in part["projector"].items()}, str(out / "projector.safetensors")
-    )
+    _save_tensors(part["projector"], out / "projector.safetensors")
     if model.adapters is not None:
-        ad = {k[len("adapters.") :]: v for k, v in sd.items() if k.startswith("adapters.")}
-        save_file({k: v.detach().contiguous().cpu() for k, v in ad.items()}, str(out / "adapters.safetensors"))
-    model.tokenizer.save_pretrained(out / "tokenizer")
-    model.image_processor.save_pretrained(out / "image_processor")
+        _save_tensors(
+            {k[len("adapters.") :]: v for k, v in sd.items() if k.startswith("adapters.")}, out / "adapters.safetensors"
+        )
     ident = json.loads(json.dumps(model.identity))
     # a model loaded from a checkpoint with saved weights must save them again, trained this run or not
     # (and parts built in memory, with no path to reload them from, are always saved)
@@ -71,24 +71,58 @@ def save_model_files(
         model.llm.save_pretrained(out / "llm_lora", state_dict=part["llm"] if state_dict is not None else None)
     elif mode == "full":
         model.llm.save_pretrained(out / "llm", state_dict=part["llm"])
+    if mode != "full":  # the rows the processor's tokens added to the base vocabulary (trained or not)
+        _save_tensors(added_rows(model, part["llm"] if state_dict is not None else None), out / ADDED_ROWS_FILE)
     if vision_changed:  # trained (or built in memory): the encoder's own weights, reloadable with from_pretrained
         vision_sd = None
         if state_dict is not None:
             vision_sd = {k[len("vision.model.") :]: v for k, v in sd.items() if k.startswith("vision.model.")}
         model.vision.model.save_pretrained(out / "vision", state_dict=vision_sd, safe_serialization=True)
-        model.image_processor.save_pretrained(out / "vision")
     ident["llm"] = {**ident.get("llm", {}), "saved": mode}
     ident["vision"] = {**ident.get("vision", {}), "saved": bool(vision_changed)}
     meta = {
         "format": FORMAT_VERSION,
         "scitune_version": __version__,
         **ident,
-        "template": model.template,
         "image_token_id": model.image_token_id,
         "num_image_tokens": model.num_image_tokens,
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+ADDED_ROWS_FILE = "added_tokens.safetensors"
+"""Embedding rows of the tokens added to a base LLM's vocabulary (image token, ``<im_start>``/``<im_end>``)."""
+
+
+def added_rows(model: VisionLanguageModel, llm_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The input (and untied output) embedding rows past the base LLM's vocabulary, ``{"input": (n, D), ...}``."""
+    base = model.identity.get("llm", {}).get("base_vocab")
+    llm = _unwrap(model.llm)
+    inp, outp = llm.get_input_embeddings().weight, getattr(llm.get_output_embeddings(), "weight", None)
+    if base is None:
+        return {}
+    rows = {"input": inp[base:]}
+    if outp is not None and outp.data_ptr() != inp.data_ptr():
+        rows["output"] = outp[base:]
+    return rows
+
+
+@torch.no_grad()
+def load_added_rows(model: VisionLanguageModel, path: Path) -> None:
+    """Put saved added-token rows back into the LLM's embeddings (after the vocabulary was grown to fit them)."""
+    if not path.is_file():
+        return
+    base = model.identity.get("llm", {}).get("base_vocab")
+    saved = load_file(str(path))
+    llm = _unwrap(model.llm)
+    llm.get_input_embeddings().weight[base:] = saved["input"]
+    if "output" in saved:
+        llm.get_output_embeddings().weight[base:] = saved["output"]
 
 
 def base_fingerprints(meta: dict[str, Any]) -> dict[str, Any]:
@@ -168,23 +202,24 @@ def verify_checkpoint(path: str | os.PathLike[str], level: str = "quick", bases:
 
 def load_model(
     path: str | os.PathLike[str],
+    vocab_size: int,
     device: str | torch.device = "cpu",
     dtype: str | None = None,
     trainable_lora: bool = False,
     verify: str = "quick",
 ) -> VisionLanguageModel:
-    """Rebuild a `VisionLanguageModel` from a checkpoint folder alone (its `scitune.json` says what to load).
+    """Rebuild the `VisionLanguageModel` of a checkpoint folder (its `scitune.json` says what to load); use
+    `scitune.loader.load` to get it with its processor.
 
     Args:
         path: the checkpoint folder.
+        vocab_size: the length of the checkpoint's tokenizer (the LLM's vocabulary is grown to it).
         device: where to put the model.
         dtype: override the LLM dtype recorded in the checkpoint (float32, bfloat16, float16).
         trainable_lora: load LoRA adapters as trainable (to continue training).
         verify: how much of the checkpoint to check first (`verify_checkpoint`): ``quick`` (sizes, and the SHA-256
             of every file up to 256 MiB), ``full`` (every SHA-256) or ``sizes``.
     """
-    from transformers import AutoImageProcessor, AutoTokenizer
-
     p = Path(path)
     verify_checkpoint(p, verify)
     meta = read_meta(p)
@@ -193,14 +228,9 @@ def load_model(
     vpath = str(p / "vision") if v.get("saved") else v.get("path")
 
     vision, _ = load_vision_encoder(v["name"], vpath, v["feature_layer"], v["select"], DTYPES[dtype])
-    processor = AutoImageProcessor.from_pretrained(p / "image_processor")
-    grids = parse_grids(v.get("anyres", []))
-    if grids:  # AnyRes: the same grids and tile size as when the checkpoint was written
-        processor = AnyResProcessor(processor, grids, vision.image_size)
-    tokenizer = AutoTokenizer.from_pretrained(p / "tokenizer")
     mode = lm.get("saved", "base")
     llm = load_llm(str(p / "llm") if mode == "full" else lm["path"], dtype, lm.get("attn"))
-    fit_vocab(llm, len(tokenizer))
+    fit_vocab(llm, vocab_size)
     if mode == "lora":
         from peft import PeftModel
 
@@ -213,11 +243,10 @@ def load_model(
     if meta.get("adapter"):
         adapters = AdapterSet(llm, meta["adapter"]["name"], meta["adapter"]["downsample_factor"])
         adapters.load_state_dict(load_file(str(p / "adapters.safetensors")))
-    ident = {k: meta[k] for k in ("vision", "llm", "projector", "adapter", "image_token", "template") if k in meta}
+    ident = {k: meta[k] for k in ("vision", "llm", "projector", "adapter") if k in meta}
+    grids = parse_grids(v.get("anyres", []))
     model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident, adapters, grids)
-    model.tokenizer = tokenizer
-    model.image_processor = processor
-    model.template = meta.get("template", "scitune")
+    load_added_rows(model, p / ADDED_ROWS_FILE)
     if model.num_image_tokens != meta["num_image_tokens"]:
         raise ValueError(
             f"{p}: encoder yields {model.num_image_tokens} tokens, checkpoint says {meta['num_image_tokens']}"

@@ -65,23 +65,6 @@ def load_llm(path: str, dtype: str = "float32", attn_implementation: str | None 
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
-def load_tokenizer(path: str, image_token: str = "<image>"):
-    """Load a tokenizer and make sure it has the image placeholder token and a pad token."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    return prepare_tokenizer(tok, image_token)
-
-
-def prepare_tokenizer(tok, image_token: str = "<image>"):
-    """Add ``image_token`` as a special token and choose a pad token if the tokenizer has none."""
-    if image_token not in tok.get_vocab():
-        tok.add_special_tokens({"additional_special_tokens": [image_token]})
-    if tok.pad_token is None:
-        tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
-    return tok
-
-
 @torch.no_grad()
 def fit_vocab(llm, vocab_size: int) -> None:
     """Grow the LLM's embeddings to ``vocab_size``; new rows are the mean of the old ones (deterministic)."""

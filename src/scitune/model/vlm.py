@@ -9,12 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from scitune.model.anyres import Grid, image_token_count, select_grid
+from scitune.model.anyres import Grid
 from scitune.model.vision import VisionEncoder
 
 log = logging.getLogger(__name__)
-
-STAGES = ("align", "finetune", "full-finetune")
 
 
 class VisionLanguageModel(nn.Module):
@@ -31,7 +29,9 @@ class VisionLanguageModel(nn.Module):
         identity: what `scitune.json` records about the parts (registry keys, paths, settings).
         adapters: MAGMA adapters inside the LLM, or None.
         anyres_grids: AnyRes candidate grids (rows, cols); empty = one encoder pass per image. With AnyRes an image
-            is its overview + rows*cols tiles, each ``num_image_tokens`` long (`image_token_count`).
+            is its overview + rows*cols tiles, each ``num_image_tokens`` long.
+
+    The model holds no tokenizer, image processor or template: `scitune.processor.Processor` makes its inputs.
     """
 
     def __init__(
@@ -52,37 +52,18 @@ class VisionLanguageModel(nn.Module):
         self.image_token_id = int(image_token_id)
         self.anyres_grids: tuple[Grid, ...] = tuple(tuple(g) for g in anyres_grids)
         self.identity: dict[str, Any] = dict(identity or {})
-        # Set by builders / load_model; not modules.
-        self.tokenizer: Any = None
-        self.image_processor: Any = None
-        self.template: str = self.identity.get("template", "scitune")
 
     @property
     def num_image_tokens(self) -> int:
         """Image tokens of one encoder pass: of one image, or with AnyRes of one tile (or the overview)."""
         return int(getattr(self.projector, "num_tokens", 0) or self.vision.num_tokens)
 
-    def image_grid(self, size: tuple[int, int]) -> Grid:
-        """AnyRes: the (rows, cols) grid an image of ``size`` = (width, height) is tiled with."""
-        if not self.anyres_grids:
-            raise ValueError("image_grid: this model has no AnyRes grids (--model.vision.anyres)")
-        return select_grid(size, self.anyres_grids, self.vision.image_size)
-
-    def image_token_count(self, size: tuple[int, int]) -> int:
-        """Image tokens that an image of ``size`` = (width, height) takes in the text (the same rule as `embed`)."""
-        if not self.anyres_grids:
-            return self.num_image_tokens
-        return image_token_count(self.image_grid(size), self.num_image_tokens)
-
     @property
     def context_length(self) -> int | None:
-        """Tokens the LLM attends over (``max_position_embeddings``), or the tokenizer's limit; None if unknown."""
+        """Tokens the LLM attends over (``max_position_embeddings``); None if its config does not say."""
         cfg = getattr(self.llm, "config", None)
         n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-        if n:
-            return int(n)
-        m = getattr(getattr(self, "tokenizer", None), "model_max_length", None)
-        return int(m) if m and m < 10**9 else None
+        return int(n) if n else None
 
     @property
     def device(self) -> torch.device:
@@ -177,31 +158,6 @@ class VisionLanguageModel(nn.Module):
         if self.adapters is not None:
             parts["adapters"] = self.adapters
         return parts
-
-    def set_trainable(self, stage: str, train_vision: bool = False) -> dict[str, dict[str, int]]:
-        """Freeze/unfreeze parts for ``stage`` and log parameter counts per part.
-
-        align: projector (+ MAGMA adapters). finetune: projector + LLM (with LoRA only the LoRA weights of the
-        LLM) (+ MAGMA adapters). full-finetune: as finetune, plus the vision encoder. ``train_vision`` also
-        unfreezes the encoder in align and finetune.
-        """
-        if stage not in STAGES:
-            raise ValueError(f"--train.stage must be one of {STAGES}, got {stage!r}")
-        self.vision.requires_grad_(train_vision or stage == "full-finetune")
-        self.projector.requires_grad_(True)
-        if stage == "align":
-            self.llm.requires_grad_(False)
-        elif hasattr(self.llm, "peft_config"):
-            for name, p in self.llm.named_parameters():
-                p.requires_grad_("lora_" in name)
-        else:
-            self.llm.requires_grad_(True)
-        if self.adapters is not None:
-            self.adapters.requires_grad_(True)
-        counts = self.parameter_counts()
-        for part, c in counts.items():
-            log.info("%-9s %14s params, %14s trainable", part, f"{c['total']:,}", f"{c['trainable']:,}")
-        return counts
 
     def parameter_counts(self) -> dict[str, dict[str, int]]:
         out = {}

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-CHAT_SPECIALS = ("<s>", "</s>", "<unk>", "<pad>", "<image>")
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN
+
+CHAT_SPECIALS = ("<s>", "</s>", "<unk>", "<pad>", DEFAULT_IMAGE_TOKEN)
 """Special tokens, ids 0-4 in this order (BOS, EOS, UNK, PAD, image placeholder)."""
 
 CHAT_TEMPLATE = (
@@ -43,7 +45,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1536) -> Any:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    fast.add_special_tokens({"additional_special_tokens": [DEFAULT_IMAGE_TOKEN]})
     fast.chat_template = CHAT_TEMPLATE
     return fast
 

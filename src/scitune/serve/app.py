@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scitune.model.vlm import VisionLanguageModel
+from scitune.processor import Processor
 from scitune.serve.batcher import (
     Batcher,
     Delta,
@@ -183,16 +184,17 @@ async def complete(request: Request, prep: Prepared, model: str) -> Response:
     return JSONResponse(ChatCompletion(model=model, choices=choices, usage=usage).model_dump())
 
 
-def create_app(model: VisionLanguageModel, cfg: ServeConfig) -> FastAPI:
+def create_app(model: VisionLanguageModel, processor: Processor, cfg: ServeConfig) -> FastAPI:
     """The FastAPI app serving ``model``; the batcher starts and stops with the app's lifespan.
 
     Args:
-        model: a loaded `VisionLanguageModel` (with tokenizer and image processor).
+        model: a loaded `VisionLanguageModel`.
+        processor: its processor (`scitune.loader.load` returns both).
         cfg: server settings and limits.
     """
     name = served_name(cfg)
-    preparer = RequestPreparer(model, cfg, name)
-    engine = GenerationEngine(model, preparer.template_stops)
+    preparer = RequestPreparer(model, processor, cfg, name)
+    engine = GenerationEngine(model, processor)
     batcher = Batcher(engine, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
     created = int(time.time())
     preparing = 0  # requests admitted and not yet queued (parsing, decoding images, tokenizing)

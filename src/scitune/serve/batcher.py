@@ -20,6 +20,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from scitune.data.collate import collate
 from scitune.model.vlm import VisionLanguageModel
+from scitune.processor import Processor
 from scitune.serve.schema import ApiError
 
 log = logging.getLogger(__name__)
@@ -239,17 +240,17 @@ class _RowSampler(LogitsProcessor):
 class GenerationEngine:
     """Runs one batch of jobs through ``model.generate`` (called from the generation thread only)."""
 
-    def __init__(self, model: VisionLanguageModel, template_stops: list[str]):
-        self.model = model
-        tok = model.tokenizer
+    def __init__(self, model: VisionLanguageModel, processor: Processor):
+        self.model, self.tokenizer = model, processor.tokenizer
+        tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        self.template_stops = list(template_stops)
+        self.template_stops = processor.stop_strings()
         self.stats = BatchStats()
 
     def _decode(self, ids: list[int]) -> str:
         # no clean-up of spaces: it can rewrite text already streamed when later tokens arrive
-        return self.model.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     @torch.no_grad()
     def run(self, jobs: list[Job]) -> None:

@@ -15,9 +15,8 @@ import torch
 from PIL import Image
 
 from scitune.data.conversation import Message
-from scitune.data.tokenize import encode_prompt
-from scitune.infer.generate import Generator
 from scitune.model.vlm import VisionLanguageModel
+from scitune.processor import Processor
 from scitune.serve.batcher import Job
 from scitune.serve.config import ServeConfig
 from scitune.serve.images import ImageLimits, load_rgb, open_image
@@ -59,26 +58,27 @@ def _folds_characters(tokenizer: Any) -> bool:
     return unknown or any(name in pre for name in ('"Whitespace"', '"WhitespaceSplit"', '"BertPreTokenizer"'))
 
 
-class ThreadTokenizers:
-    """A copy of the tokenizer per thread, made on first use, so requests tokenize in parallel without a lock.
+class ThreadCopies:
+    """A copy of the processor (its tokenizer) per thread, made on first use, so requests tokenize in parallel
+    without a lock.
 
     HF fast tokenizers wrap one Rust object that raises 'Already borrowed' when two threads use it at once (encoding
     may set its truncation/padding state). A lock around it made every request wait for the longest one (a 10 MB
     prompt stalled all others for seconds); each thread's own copy needs none, and the Rust encoder releases the GIL.
     """
 
-    def __init__(self, tokenizer: Any):
-        self.source = tokenizer
+    def __init__(self, source: Any):
+        self.source = source
         self._local = threading.local()
         self._copying = threading.Lock()  # guards only the copying (a few ms per thread, once), never tokenizing
 
     def get(self) -> Any:
-        """This thread's tokenizer."""
-        tok = getattr(self._local, "tokenizer", None)
+        """This thread's copy."""
+        tok = getattr(self._local, "copy", None)
         if tok is None:
             with self._copying:
                 tok = copy.deepcopy(self.source)
-            self._local.tokenizer = tok
+            self._local.copy = tok
         return tok
 
 
@@ -91,16 +91,15 @@ class Prepared:
 
 
 class RequestPreparer:
-    """Checks a request against the server's limits and encodes it the way `Generator` does."""
+    """Checks a request against the server's limits and encodes it with the processor, as offline generation does."""
 
-    def __init__(self, model: VisionLanguageModel, cfg: ServeConfig, model_name: str):
-        gen = Generator(model)  # the same template, image slots and stop strings as offline generation
-        self.model, self.cfg, self.model_name = model, cfg, model_name
-        self.template, self.slots, self.template_stops = gen.template, gen.slots, gen.stops
+    def __init__(self, model: VisionLanguageModel, processor: Processor, cfg: ServeConfig, model_name: str):
+        self.model, self.processor, self.cfg, self.model_name = model, processor, cfg, model_name
+        self.template_stops = processor.stop_strings()
         self.context = model.context_length
         self.limits = ImageLimits.make(cfg.max_image_bytes, cfg.max_image_pixels, cfg.image_root)
-        self.max_text_chars = cfg.max_text_chars or text_char_limit(model.tokenizer, self.context)
-        self.tokenizers = ThreadTokenizers(model.tokenizer)  # requests are prepared in several threads at once
+        self.max_text_chars = cfg.max_text_chars or text_char_limit(processor.tokenizer, self.context)
+        self.processors = ThreadCopies(processor)  # requests are prepared in several threads at once
 
     def prepare(self, req: ChatCompletionRequest) -> Prepared:
         """Validate ``req`` and build its `Job` (CPU work: call it off the event loop)."""
@@ -136,10 +135,8 @@ class RequestPreparer:
                 "too_many_pixels",
                 "messages",
             )
-        slots = self.slots.for_images([im.size for im in opened])  # AnyRes: counts follow each image
-        enc = encode_prompt(messages, self.tokenizers.get(), self.template, slots)
-        if enc.n_images != len(opened):  # cannot happen: placeholders in text are refused in _messages
-            raise ApiError(400, "image placeholders and images do not match", "invalid_value", "messages")
+        # AnyRes: counts follow each image's size (placeholders typed into the text are refused in _messages)
+        enc = self.processors.get().encode(messages, [im.size for im in opened], prompt=True)
         prompt_tokens = len(enc.input_ids)
         max_tokens = self._max_tokens(req, prompt_tokens)
         pix = self._pixels(opened, [param for _, param in urls])  # decoded last, once every cheap check passed
@@ -168,7 +165,7 @@ class RequestPreparer:
         parts = []
         for param in params:
             image = load_rgb(opened.pop(0), param)  # the opened (undecoded) image goes too
-            parts.append(self.model.image_processor(images=[image], return_tensors="pt")["pixel_values"])
+            parts.append(self.processor.images([image])["pixel_values"])
             del image
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
@@ -209,7 +206,7 @@ class RequestPreparer:
             raise ApiError(400, "the last message must have role 'user'", "invalid_value", "messages")
         out: list[Message] = []
         urls: list[tuple[str, str]] = []
-        token = self.slots.placeholder
+        token = self.processor.image_token
         chars = 0
         for i, m in enumerate(msgs):
             role = "system" if m.role == "developer" else m.role

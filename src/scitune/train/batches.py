@@ -14,8 +14,6 @@ from scitune.config.schema import RunConfig
 from scitune.data.collate import collate, collate_packed
 from scitune.data.dataset import ImageCheck, SupervisedDataset, validate_file
 from scitune.data.sampler import BatchPlan
-from scitune.data.templates import get_template
-from scitune.data.tokenize import ImageSlots
 from scitune.io import DataError, write_jsonl
 from scitune.train.stages import trains_vision
 
@@ -68,19 +66,15 @@ def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, row_leng
     return {**out, "bad": bad}
 
 
-def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> SupervisedDataset:
-    """Validate every record before training; stop with the full report or skip bad ones if asked."""
+def load_data(cfg: RunConfig, model, processor, out_dir: Path, is_main: bool) -> SupervisedDataset:
+    """Validate every record with the processor before training; stop with the full report or skip bad ones if
+    asked."""
     if not cfg.data.train:
         raise ValueError("no training data: set --data.train PATH")
-    template = get_template(cfg.data.template)
-    count_for_size = model.image_token_count if model.anyres_grids else None  # AnyRes: counts follow the grid
-    slots = ImageSlots(cfg.model.image_token, model.image_token_id, model.num_image_tokens, count_for_size)
     check = ImageCheck(cfg.data.max_image_pixels or None, cfg.data.allow_outside_root)
     samples, report = validate_file(
         cfg.data.train,
-        model.tokenizer,
-        template,
-        slots,
+        processor,
         cfg.data.image_root,
         cfg.data.max_length,
         cfg.data.image_placement,
@@ -110,7 +104,7 @@ def load_data(cfg: RunConfig, model, out_dir: Path, is_main: bool) -> Supervised
             )
         if model.anyres_grids:
             raise ValueError("--data.feature_cache stores one feature map per image; it cannot serve AnyRes tiles")
-        store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model))
+        store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model, processor))
     if not samples:
         raise DataError(f"{cfg.data.train}: no usable records (all {report.total} are bad)")
-    return SupervisedDataset(samples, model.image_processor, store, check.max_pixels)
+    return SupervisedDataset(samples, processor.images, store, check.max_pixels)

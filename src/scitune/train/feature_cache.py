@@ -16,9 +16,9 @@ from scitune.images import DEFAULT_MAX_PIXELS, resolve_image_path
 from scitune.model.vlm import VisionLanguageModel
 
 
-def model_feature_identity(model: VisionLanguageModel) -> dict[str, Any]:
-    """The cache identity of ``model``'s vision side."""
-    return vision_feature_identity(model.vision, model.image_processor, model.identity.get("vision", {}))
+def model_feature_identity(model: VisionLanguageModel, processor: Any) -> dict[str, Any]:
+    """The cache identity of ``model``'s vision side (with its processor's image processor)."""
+    return vision_feature_identity(model.vision, processor.image_processor, model.identity.get("vision", {}))
 
 
 def vision_feature_identity(vision: Any, image_processor: Any, identity: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def vision_feature_identity(vision: Any, image_processor: Any, identity: dict[st
 
 @torch.no_grad()
 def build_feature_cache(
-    model: VisionLanguageModel | None,
+    loaded: Any,
     data: str | os.PathLike[str],
     out: str | os.PathLike[str],
     image_root: str | os.PathLike[str] | None = None,
@@ -40,12 +40,15 @@ def build_feature_cache(
 ) -> dict[str, Any]:
     """Run the (frozen) vision encoder once per distinct image of ``data`` and store its features.
 
-    Give a whole ``model``, or ``model=None`` and ``vision=(encoder, image_processor, identity)`` (what
-    `build_vision_side` returns: no LLM is loaded).
+    Give a whole ``loaded`` model and processor (`scitune.loader.Loaded`), or ``loaded=None`` and
+    ``vision=(encoder, image_processor, identity)`` (what `build_vision_side` returns: no LLM is loaded).
     """
     from tqdm.auto import tqdm
 
-    encoder, processor, identity = vision or (model.vision, model.image_processor, model.identity.get("vision", {}))
+    if vision is None:
+        model, proc = loaded
+        vision = (model.vision, proc.image_processor, model.identity.get("vision", {}))
+    encoder, processor, identity = vision
     device = next(encoder.parameters()).device
     root = Path(image_root) if image_root else Path(data).parent
     records, _ = scan_file(data)

@@ -21,8 +21,8 @@ from scitune.config.schema import RunConfig
 from scitune.data.sampler import BatchPlan
 from scitune.data.tokenize import IGNORE_INDEX
 from scitune.io import DataError, fsync_file, read_log_lines, write_text
-from scitune.model.builders import build_model
-from scitune.model.checkpoint import load_model, save_model_files, write_checkpoint
+from scitune.loader import build, load_checkpoint, save_files, with_template
+from scitune.model.checkpoint import write_checkpoint
 from scitune.outputs import read_manifest
 from scitune.train import run_dir as runs
 from scitune.train.batches import StepSampler, collate_batch, load_data, packed_row_length
@@ -89,11 +89,11 @@ class Trainer:
             from scitune.model.llm import check_qlora_available
 
             check_qlora_available()
-        if resume_dir is not None:
-            model = load_model(resume_dir, trainable_lora=True, verify="sizes")  # verified in full already
+        if resume_dir is not None:  # verified in full already
+            model, processor = load_checkpoint(resume_dir, trainable_lora=True, verify="sizes")
         else:
-            model = build_model(cfg.model, cfg.data.template, cfg.train.lora.quantize)
-        model.template = cfg.data.template
+            model, processor = build(cfg.model, cfg.data.template, cfg.train.lora.quantize)
+        self.processor = with_template(processor, cfg.data.template)
         counts = prepare_stage(model, cfg.train.stage, cfg.train.lora, cfg.model.vision.trainable)
         if cfg.train.gradient_checkpointing:
             model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -151,7 +151,7 @@ class Trainer:
         model, counts = self._build(resume_dir)
         self.fingerprint["base"] = runs.base_fingerprint(cfg)
         self._claim(action, (self.saved_fingerprint or {}).get("base"))
-        data = load_data(cfg, model, self.out, acc.is_main_process)
+        data = load_data(cfg, model, self.processor, self.out, acc.is_main_process)
         per_step = tc.micro_batch_size * self.world
         if tc.global_batch_size % per_step:
             raise ValueError(
@@ -208,7 +208,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         tc, acc = self.cfg.train, self.acc
-        pad = self._unwrapped(model).tokenizer.pad_token_id
+        pad = self.processor.pad_token_id
         trainable = [p for p in model.parameters() if p.requires_grad]
         bar = tqdm(total=total, initial=step, disable=not (tc.progress and acc.is_main_process), desc=tc.stage)
         losses: list[float] = []
@@ -357,8 +357,9 @@ class Trainer:
             tc = self.cfg.train
 
             def writer(tmp: Path) -> None:
-                save_model_files(
+                save_files(
                     m,
+                    self.processor,
                     tmp,
                     llm_changed=trains_llm(tc.stage),
                     vision_changed=trains_vision(tc.stage, self.cfg.model.vision.trainable),

@@ -23,7 +23,8 @@ def param_groups(model: nn.Module, weight_decay: float, vision_lr: float | None 
         if vision_lr is not None and name.startswith("vision."):
             (vision_decay if p.ndim >= 2 else vision_no_decay).append(p)
         else:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            # embeddings are not decayed: with only some rows training (`train_added_rows`) decay would move all
+            (decay if p.ndim >= 2 and not getattr(p, "_scitune_row_hook", False) else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

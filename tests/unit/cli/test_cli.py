@@ -100,12 +100,10 @@ def test_unknown_preset_lists_known_ones(capsys):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from scitune.model import tiny_vlm
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
+    from scitune.loader import save_checkpoint, tiny_vlm
 
     path = tmp_path_factory.mktemp("ck") / "final"
-    model = tiny_vlm()
-    write_checkpoint(path, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False))
+    save_checkpoint(*tiny_vlm(), path)
     return path
 
 

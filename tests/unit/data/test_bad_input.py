@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import text_processor
 from scitune.data.dataset import validate_file
-from scitune.data.templates import get_template
-from scitune.data.tokenize import ImageSlots
 from scitune.model.builders import tiny_tokenizer
 
 
@@ -46,9 +45,7 @@ def bad_file(tmp_path) -> Path:
 
 
 def test_every_problem_is_reported_with_location(bad_file):
-    tok = tiny_tokenizer()
-    slots = ImageSlots("<image>", tok.convert_tokens_to_ids("<image>"), 16)
-    samples, report = validate_file(bad_file, tok, get_template("scitune"), slots, max_length=128)
+    samples, report = validate_file(bad_file, text_processor(tiny_tokenizer(), "scitune", 16), max_length=128)
     assert [s.id for s in samples] == ["good"]
     by_id = {p.record_id if p.record_id != "?" else p.location.split(":")[-1]: str(p) for p in report.problems}
     assert "image not found" in by_id["missing-image"] and "nope.png" in by_id["missing-image"]
@@ -67,9 +64,7 @@ def test_llava_json_list_files_are_read_as_is(tmp_path):
 
     Image.new("RGB", (8, 8), "red").save(tmp_path / "ok.png")
     (tmp_path / "llava.json").write_text(json.dumps([_rec("a"), _rec("b")], indent=2))
-    tok = tiny_tokenizer()
-    slots = ImageSlots("<image>", tok.convert_tokens_to_ids("<image>"), 4)
-    samples, report = validate_file(tmp_path / "llava.json", tok, get_template("scitune"), slots)
+    samples, report = validate_file(tmp_path / "llava.json", text_processor(tiny_tokenizer(), "scitune", 4))
     assert report.ok and [s.id for s in samples] == ["a", "b"]
 
 

@@ -99,13 +99,10 @@ def test_bad_input_exits_2_with_the_location(tmp_path, capsys):
 
 def test_validate_and_checkpoint_stats(color_data, tmp_path, capsys):
     from scitune.data.conversation import record_messages
-    from scitune.data.templates import get_template
-    from scitune.data.tokenize import ImageSlots, encode_conversation
-    from scitune.model import tiny_vlm
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
+    from scitune.loader import save_checkpoint, tiny_vlm
 
-    model = tiny_vlm()
-    ck = write_checkpoint(tmp_path / "ck", lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False))
+    model, processor = tiny_vlm()
+    ck = save_checkpoint(model, processor, tmp_path / "ck")
     assert main(["data", "validate", "--data", str(color_data), "--checkpoint", str(ck)]) == 0
     assert "16 records, 0 bad" in capsys.readouterr().out
     bad = tmp_path / "bad.jsonl"
@@ -118,9 +115,7 @@ def test_validate_and_checkpoint_stats(color_data, tmp_path, capsys):
     argv = ["data", "stats", "--data", str(color_data), "--out", str(tmp_path / "st"), "--checkpoint", str(ck)]
     assert main(argv) == 0
     stats = _json_out(capsys)
-    slots = ImageSlots("<image>", model.image_token_id, model.num_image_tokens)
-    template = get_template(model.template)
-    lengths = [len(encode_conversation(record_messages(json.loads(line)), model.tokenizer, template, slots))
+    lengths = [len(processor.encode(record_messages(json.loads(line)), [(40, 40)]))
                for line in color_data.read_text().splitlines()]  # fmt: skip
     assert stats["length"]["min"] == min(lengths) and stats["length"]["max"] == max(lengths)
     assert stats["length"]["unit"].startswith("tokens") and min(lengths) > model.num_image_tokens

@@ -7,10 +7,11 @@ import json
 import pytest
 from PIL import Image
 
+from conftest import text_processor
 from scitune.data.stats import (
-    checkpoint_length,
     compute_stats,
     plot_length_histogram,
+    processor_length,
     tokenizer_length,
     word_length,
     write_stats,
@@ -62,12 +63,9 @@ def test_token_lengths(tmp_path, data):
     by_tokens = tokenizer_length(tmp_path / "ckpt" / "tokenizer")(rec)
     texts = ["\nWhat is shown?", "A red square."]
     assert by_tokens == sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
-    image_id = tok.convert_tokens_to_ids("<image>")
     lengths = {}
     for n in (1, 5):
-        meta = {"image_token": "<image>", "image_token_id": image_id, "num_image_tokens": n, "template": "scitune"}
-        (tmp_path / "ckpt" / "scitune.json").write_text(json.dumps(meta))
-        lengths[n] = checkpoint_length(tmp_path / "ckpt")(rec)
+        lengths[n] = processor_length(text_processor(tok, "scitune", n), data.parent)(rec)
     assert lengths[5] - lengths[1] == 4  # each image counts as its image tokens
     assert lengths[1] > by_tokens  # the template (system message, role names) is counted too
     assert word_length(rec) == 7
@@ -81,8 +79,6 @@ def test_write_stats_and_histogram(tmp_path, data):
         assert im.format == "PNG" and im.size == (600, 360)
     plot_length_histogram([], tmp_path / "empty.png")  # an empty file still gets a picture
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "empty.png", "out", "train.jsonl"]  # no temp files
-    with pytest.raises(ValueError, match="not both"):
-        write_stats(str(data), str(tmp_path / "o2"), tokenizer="x", checkpoint="y")
     with pytest.raises(DataError, match="data file not found"):
         compute_stats(tmp_path / "nope.jsonl")
     latin = tmp_path / "latin.jsonl"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import text_processor
 from scitune.data.conversation import Message
 from scitune.data.templates import CHAT_TEMPLATES, get_template
-from scitune.data.tokenize import IGNORE_INDEX, ImageSlots, encode_conversation, encode_prompt
+from scitune.data.tokenize import IGNORE_INDEX
 from scitune.model.builders import tiny_tokenizer
 
 MESSAGES = [
@@ -22,8 +23,12 @@ def tok():
     return tiny_tokenizer()
 
 
-def _slots(tok, n=3):
-    return ImageSlots("<image>", tok.convert_tokens_to_ids("<image>"), n)
+def encode_conversation(msgs, tok, template, n=3):
+    return text_processor(tok, template.name, n).encode(msgs)
+
+
+def encode_prompt(msgs, tok, template, n=3):
+    return text_processor(tok, template.name, n).encode(msgs, prompt=True)
 
 
 def _trained_spans(ids, labels):
@@ -41,13 +46,19 @@ def _trained_spans(ids, labels):
 
 
 EXPECTED_ENDS = {"scitune": "###", "vicuna-v1": "</s>", "plain": "\n", "chat-template": "</s>\n"}
+"""Templates that train exactly each assistant turn + its end; the LLaVA-v0 ones also train the role prefix
+(tests/unit/data/test_llava_v0_templates.py)."""
 
 
-@pytest.mark.parametrize("name", CHAT_TEMPLATES.names())
+def test_every_template_has_label_tests():
+    assert set(CHAT_TEMPLATES.names()) == set(EXPECTED_ENDS) | {"llava-v0", "llava-v0-simple"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ENDS))
 def test_trained_tokens_are_exactly_the_assistant_text(name, tok):
     template = get_template(name)
     msgs = MESSAGES[:2] if name == "plain" else MESSAGES
-    enc = encode_conversation(msgs, tok, template, _slots(tok))
+    enc = encode_conversation(msgs, tok, template)
     spans = _trained_spans(enc.input_ids, enc.labels)
     decoded = [tok.decode(s) for s in spans]
     want = [m.content + EXPECTED_ENDS[name] for m in msgs if m.role == "assistant"]
@@ -58,12 +69,12 @@ def test_trained_tokens_are_exactly_the_assistant_text(name, tok):
     assert all(lab != img for lab in enc.labels)
 
 
-@pytest.mark.parametrize("name", CHAT_TEMPLATES.names())
+@pytest.mark.parametrize("name", sorted(EXPECTED_ENDS))
 def test_generation_prompt_is_the_untrained_prefix(name, tok):
     template = get_template(name)
     msgs = MESSAGES[:2] if name == "plain" else MESSAGES
-    full = encode_conversation(msgs, tok, template, _slots(tok))
-    prompt = encode_prompt(msgs[:-1], tok, template, _slots(tok))
+    full = encode_conversation(msgs, tok, template)
+    prompt = encode_prompt(msgs[:-1], tok, template)
     first_trained_of_last = max(i for i, lab in enumerate(full.labels) if lab == IGNORE_INDEX) + 1
     # the prompt is exactly the tokens before the last assistant reply
     assert prompt.input_ids == full.input_ids[: len(prompt.input_ids)]
@@ -88,7 +99,7 @@ def test_record_system_message_overrides_default(tok):
 def test_image_in_assistant_turn_is_rejected(tok):
     bad = [Message("user", "hi"), Message("assistant", "look <image>")]
     with pytest.raises(ValueError, match="assistant turn contains the image"):
-        encode_conversation(bad, tok, get_template("scitune"), _slots(tok))
+        encode_conversation(bad, tok, get_template("scitune"))
 
 
 THREE_TURNS = [
@@ -101,9 +112,9 @@ THREE_TURNS = [
 ]
 
 
-@pytest.mark.parametrize("name", [n for n in CHAT_TEMPLATES.names() if n != "plain"])
+@pytest.mark.parametrize("name", [n for n in sorted(EXPECTED_ENDS) if n != "plain"])
 def test_multi_turn_every_assistant_turn_and_its_stop_is_trained(name, tok):
-    enc = encode_conversation(THREE_TURNS, tok, get_template(name), _slots(tok))
+    enc = encode_conversation(THREE_TURNS, tok, get_template(name))
     decoded = [tok.decode(s) for s in _trained_spans(enc.input_ids, enc.labels)]
     assert decoded == [m.content + EXPECTED_ENDS[name] for m in THREE_TURNS if m.role == "assistant"]
 

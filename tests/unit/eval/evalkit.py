@@ -11,8 +11,8 @@ def make_checkpoint(root: Path) -> dict[str, str]:
     import torch
 
     from scitune.config.schema import LlmConfig, ModelConfig, ProjectorConfig, VisionConfig
-    from scitune.model.builders import build_model, save_tiny_base
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
+    from scitune.loader import build, save_checkpoint
+    from scitune.model.builders import save_tiny_base
 
     paths = save_tiny_base(root / "base")
     cfg = ModelConfig(
@@ -20,12 +20,12 @@ def make_checkpoint(root: Path) -> dict[str, str]:
         llm=LlmConfig(path=paths["llm"]),
         projector=ProjectorConfig(name="mlp2x-gelu"),
     )
-    model = build_model(cfg)
+    model, processor = build(cfg)
     torch.manual_seed(1)
     with torch.no_grad():
         for p in model.llm.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    ck = write_checkpoint(root / "ck", lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False))
+    ck = save_checkpoint(model, processor, root / "ck")
     return {"checkpoint": str(ck), "llm": paths["llm"]}
 
 

@@ -98,7 +98,7 @@ def test_ethics_files_prompts_and_exact_match(shared_data, tmp_path):
 
 
 def test_truthfulqa_compare_base_end_to_end(shared_data, tiny_checkpoint, tmp_path):
-    from scitune.model.checkpoint import load_model
+    from scitune.loader import load
 
     out = tmp_path / "tqa"
     data = str(shared_data / "truthfulqa" / "mc_task.json")
@@ -111,10 +111,12 @@ def test_truthfulqa_compare_base_end_to_end(shared_data, tiny_checkpoint, tmp_pa
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     base_preds = [json.loads(x) for x in (out / "base" / "predictions.jsonl").read_text().splitlines()]
     assert preds[0]["logprobs"] != pytest.approx(base_preds[0]["logprobs"])  # two different LLMs were scored
-    vlm = load_model(tiny_checkpoint["checkpoint"])
+    vlm, processor = load(tiny_checkpoint["checkpoint"])
     ex = TruthfulQABenchmark(TruthfulQAOptions(data=data, primer="none")).examples()[0]
     assert ex.text.startswith("Q: ")
-    assert preds[0]["logprobs"] == pytest.approx(choice_logprobs(vlm, vlm.tokenizer, ex.text, ex.choices), abs=1e-4)
+    assert preds[0]["logprobs"] == pytest.approx(
+        choice_logprobs(vlm, processor.tokenizer, ex.text, ex.choices), abs=1e-4
+    )
     assert "difference" in (out / "report.md").read_text() and is_png(out / "compare_base.png")
     # --llm scores a plain HF causal LM (here the base) into its own folder: the same numbers as the base run
     assert main(["truthfulqa-mc", "--llm", tiny_checkpoint["llm"], "--data", data, "--limit", "2", "--primer", "none",

@@ -88,15 +88,15 @@ def _vqa_set(root, n=5):
 
 def test_prompt_layout_has_shots_plus_one_images(tmp_path):
     from scitune.infer.generate import Generator, Prompt, open_image
-    from scitune.model.builders import tiny_vlm
+    from scitune.loader import tiny_vlm
 
     items = load_vqa(_vqa_set(tmp_path))
     examples = build_vqa_examples(items, items, shots=(0, 1, 2), blind=True, seed=3)
     assert [e.meta["row"] for e in examples[:6]] == ["0-shot", "1-shot", "2-shot", "blind-0-shot", "blind-1-shot",
                                                      "blind-2-shot"]  # fmt: skip
     assert len(examples) == 6 * len(items)
-    model = tiny_vlm()
-    gen = Generator(model)
+    model, processor = tiny_vlm()
+    gen = Generator(model, processor)
     for e in examples:
         n, blind = e.meta["shots"], e.meta["blind"]
         ids = gen._batch([Prompt.single(e.text, [open_image(p) for p in e.images])])["input_ids"][0]
@@ -195,7 +195,7 @@ def test_scifig_adapter(scifig):
 
 
 def test_tiny_model_end_to_end(scifig, tmp_path_factory, tmp_path):
-    from scitune.model.builders import tiny_vlm
+    from scitune.loader import tiny_vlm
 
     ck = session_checkpoint(tmp_path_factory)["checkpoint"]
     out = tmp_path / "vqa"

@@ -10,18 +10,14 @@ import torch
 from PIL import Image
 
 from conftest import tiny_run_config
-from scitune.config.schema import (
-    ModelConfig,
-    VisionConfig,
-)
+from scitune.config.schema import LoraConfig, ModelConfig, VisionConfig
 from scitune.data.collate import collate
 from scitune.data.dataset import SupervisedDataset, validate_file
-from scitune.data.templates import get_template
-from scitune.data.tokenize import ImageSlots
 from scitune.infer.generate import GenerationConfig, Generator, Prompt
-from scitune.model import load_model, tiny_vlm
+from scitune.interop.hf_llava import to_hf_llava
+from scitune.loader import load, tiny_vlm
 from scitune.model.anyres import image_token_count, parse_grids, select_grid, split_tiles
-from scitune.model.hf_llava import to_hf_llava
+from scitune.train.stages import prepare_stage
 
 GRIDS = ["1x1", "1x2", "2x1", "2x2"]
 TILE_TOKENS = 16  # tiny CLIP: 32 px tiles, patch 8 -> 16 patch tokens
@@ -33,10 +29,6 @@ SIZES = {  # (width, height) -> the grid LLaVA-NeXT's rule picks among GRIDS wit
     (100, 30): (1, 2),  # 1x2 and 2x2 both keep 64x19 = 1216 px; 1x2 wastes 832, 2x2 wastes 2880
     (50, 50): (2, 2),  # 2x2 keeps all 2500 px (scaled up, capped at the original), 1x1/1x2/2x1 keep 1024
 }
-
-
-def _slots(m) -> ImageSlots:
-    return ImageSlots("<image>", m.image_token_id, m.num_image_tokens, m.image_token_count)
 
 
 def _write_records(folder: Path, sizes, colors=("red", "blue", "green", "yellow")) -> Path:
@@ -85,47 +77,46 @@ def test_tiles_are_the_overview_then_the_padded_canvas_row_by_row():
 
 
 def test_token_counts_equal_the_tile_grid(tmp_path):
-    m = tiny_vlm(anyres=GRIDS)
+    m, proc = tiny_vlm(anyres=GRIDS)
     assert m.num_image_tokens == TILE_TOKENS
     data = _write_records(tmp_path, list(SIZES))
-    samples, report = validate_file(data, m.tokenizer, get_template("scitune"), _slots(m), max_length=256)
+    samples, report = validate_file(data, proc, max_length=256)
     assert report.ok, report.summary()
-    ds = SupervisedDataset(samples, m.image_processor)
+    ds = SupervisedDataset(samples, proc.images)
     for i, (size, (rows, cols)) in enumerate(SIZES.items()):
         item = ds[i]
         n_tokens = int((item["input_ids"] == m.image_token_id).sum())
-        assert n_tokens == (rows * cols + 1) * TILE_TOKENS == m.image_token_count(size)
+        assert n_tokens == (rows * cols + 1) * TILE_TOKENS == proc.image_tokens(size)
         assert item["pixel_values"].shape == (rows * cols + 1, 3, 32, 32)
         assert item["image_grids"].tolist() == [[rows, cols]]
-    batch = collate([ds[i] for i in range(len(ds))], m.tokenizer.pad_token_id)
+    batch = collate([ds[i] for i in range(len(ds))], proc.pad_token_id)
     assert batch["image_grids"].shape == (len(SIZES), 2)
     out = m(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], image_grids=batch["image_grids"])
     assert out.logits.shape[:2] == batch["input_ids"].shape
 
 
 def test_without_anyres_nothing_changes(tmp_path):
-    m = tiny_vlm()
+    m, proc = tiny_vlm()
     assert "anyres" not in m.identity["vision"] and m.anyres_grids == ()
-    slots = ImageSlots("<image>", m.image_token_id, m.num_image_tokens)
-    assert slots.for_images([(64, 32)]) is slots
-    out = m.image_processor(images=[Image.new("RGB", (64, 32), "red")], return_tensors="pt")
+    assert proc.slots.for_images([(64, 32)]) is proc.slots
+    out = proc.images([Image.new("RGB", (64, 32), "red")])
     assert "image_grids" not in out and out["pixel_values"].shape == (1, 3, 32, 32)
-    assert m.image_token_count((64, 32)) == 16
+    assert proc.image_tokens((64, 32)) == 16 == proc.image_tokens()
 
 
 def test_mixed_batch_forward_backward_and_splice_order(tmp_path):
-    m = tiny_vlm(anyres=GRIDS)
+    m, proc = tiny_vlm(anyres=GRIDS)
     data = _write_records(tmp_path, [(32, 32), (64, 64)])
-    samples, report = validate_file(data, m.tokenizer, get_template("scitune"), _slots(m), max_length=256)
+    samples, report = validate_file(data, proc, max_length=256)
     assert report.ok and len(samples) == 3
-    ds = SupervisedDataset(samples, m.image_processor)
-    batch = collate([ds[0], ds[1], ds[2]], m.tokenizer.pad_token_id)
+    ds = SupervisedDataset(samples, proc.images)
+    batch = collate([ds[0], ds[1], ds[2]], proc.pad_token_id)
     assert batch["pixel_values"].shape[0] == 2 + 5 and batch["image_grids"].tolist() == [[1, 1], [2, 2]]
     # every tile's projected features land in its own run of image tokens, overview first
     embeds = m.embed(batch["input_ids"], batch["pixel_values"], image_grids=batch["image_grids"])
     feats = m.encode_images(batch["pixel_values"]).reshape(-1, embeds.shape[-1])
     assert torch.allclose(embeds[batch["input_ids"] == m.image_token_id], feats)
-    m.set_trainable("finetune")
+    prepare_stage(m, "finetune", LoraConfig())
     out = m(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], image_grids=batch["image_grids"])
     labels = batch["labels"]
     loss = torch.nn.functional.cross_entropy(
@@ -143,23 +134,23 @@ def test_mixed_batch_forward_backward_and_splice_order(tmp_path):
 
 
 def test_generation_with_anyres_kv_cache_and_batching():
-    m = tiny_vlm(anyres=GRIDS)
+    m, proc = tiny_vlm(anyres=GRIDS)
     imgs = [Image.new("RGB", size, c) for size, c in zip(SIZES, ("red", "blue", "green", "white"))]
     prompts = [Prompt.single("What is shown?", [im]) for im in imgs]
     prompts.append(Prompt.single("Two images", imgs[:2]))
     prompts.append(Prompt.single("A text-only prompt"))
-    g = Generator(m)
+    g = Generator(m, proc)
     cfg = GenerationConfig(max_new_tokens=6)
     batched = g.generate(prompts, cfg)
     assert batched == g.generate(prompts, cfg, use_cache=False)
     assert batched == [g.generate([p], cfg)[0] for p in prompts]
-    with pytest.raises(ValueError, match="only 1 image"):
+    with pytest.raises(ValueError, match="placeholder #2 but only 1 image"):
         g.generate([Prompt.single("<image> and <image>", imgs[:1])], cfg)
 
 
 def test_export_and_feature_cache_refuse_anyres(tiny_base):
     with pytest.raises(ValueError, match="AnyRes"):
-        to_hf_llava(tiny_vlm(anyres=["1x1"]))
+        to_hf_llava(tiny_vlm(anyres=["1x1"]).model)
     from scitune.train.feature_cache import build_vision_side
 
     cfg = ModelConfig(vision=VisionConfig(name="clip", path=tiny_base["vision"], anyres=["1x1", "2x2"]))
@@ -180,11 +171,12 @@ def test_tiny_align_run_with_anyres_trains_and_reloads(tmp_path, tiny_base, fres
     meta = json.loads((Path(result.final_checkpoint) / "scitune.json").read_text())
     assert meta["vision"]["anyres"] == GRIDS and meta["num_image_tokens"] == TILE_TOKENS
     trained = trainer.acc.unwrap_model(trainer.model).eval()
-    loaded = load_model(result.final_checkpoint)
-    assert loaded.anyres_grids == trained.anyres_grids and loaded.image_token_count((64, 32)) == 48
-    samples, _ = validate_file(data, loaded.tokenizer, get_template("scitune"), _slots(loaded), max_length=256)
-    ds = SupervisedDataset(samples, loaded.image_processor)
-    batch = collate([ds[i] for i in range(len(ds))], loaded.tokenizer.pad_token_id)
+    loaded, proc = load(result.final_checkpoint)
+    assert loaded.anyres_grids == trained.anyres_grids and proc.image_tokens((64, 32)) == 48
+    assert proc.config() == trainer.processor.config()
+    samples, _ = validate_file(data, proc, max_length=256)
+    ds = SupervisedDataset(samples, proc.images)
+    batch = collate([ds[i] for i in range(len(ds))], proc.pad_token_id)
     args = (batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
     with torch.no_grad():
         assert torch.equal(trained(*args).logits, loaded(*args).logits)
@@ -199,13 +191,13 @@ def test_served_request_gets_the_same_tokens_and_tiles_as_offline():
     from scitune.serve.prepare import RequestPreparer
     from scitune.serve.schema import ChatCompletionRequest
 
-    m = tiny_vlm(anyres=GRIDS)
+    m, proc = tiny_vlm(anyres=GRIDS)
     buf = io.BytesIO()
     Image.new("RGB", (64, 32), "red").save(buf, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What?"}]
     req = ChatCompletionRequest.model_validate({"model": "tiny", "messages": [{"role": "user", "content": content}]})
-    job = RequestPreparer(m, ServeConfig(checkpoint="unused"), "tiny").prepare(req).job
-    offline = Generator(m)._batch([Prompt([Message("user", "<image>\nWhat?")], [Image.open(buf).convert("RGB")])])
+    job = RequestPreparer(m, proc, ServeConfig(checkpoint="unused"), "tiny").prepare(req).job
+    offline = Generator(m, proc)._batch([Prompt([Message("user", "<image>\nWhat?")], [Image.open(buf).convert("RGB")])])
     assert job.input_ids == offline["input_ids"][0].tolist()
     assert job.input_ids.count(m.image_token_id) == 48 and job.pixel_values.shape[0] == 3  # 1x2 grid + overview

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from scitune.config.schema import LoraConfig
-from scitune.model import load_model, tiny_vlm
+from scitune.interop.hf_llava import export_hf, import_hf
+from scitune.loader import load, save_checkpoint, tiny_vlm
 from scitune.model.adapters import AdapterSet
-from scitune.model.checkpoint import save_model_files, write_checkpoint
-from scitune.model.hf_llava import export_hf, import_hf
 from scitune.model.projector import build_projector
 from scitune.model.vision import VisionEncoder
 from scitune.train.stages import prepare_stage
@@ -62,7 +61,7 @@ def test_magma_adapters_on_any_lm(family):
 
 @pytest.mark.parametrize("stage", ["align", "finetune"])
 def test_magma_freezing_and_checkpoint(stage, tmp_path):
-    m = tiny_vlm(adapter="magma")
+    m, proc = tiny_vlm(adapter="magma")
     counts = prepare_stage(m, stage, LoraConfig())
     assert counts["adapters"]["trainable"] == counts["adapters"]["total"] > 0
     n = m.num_image_tokens
@@ -72,12 +71,12 @@ def test_magma_freezing_and_checkpoint(stage, tmp_path):
     assert with_grad == ({"projector", "adapters"} if stage == "align" else {"projector", "adapters", "llm"})
     for a in m.adapters.adapters.values():
         torch.nn.init.normal_(a.up.weight, std=0.1)
-    write_checkpoint(tmp_path / "ck", lambda d: save_model_files(m, d, llm_changed=True, vision_changed=False))
-    m2 = load_model(tmp_path / "ck")
+    save_checkpoint(m, proc, tmp_path / "ck")
+    m2, proc2 = load(tmp_path / "ck")
     pix = torch.randn(1, 3, 32, 32)
     assert torch.equal(m.eval()(ids, pixel_values=pix).logits, m2(ids, pixel_values=pix).logits)
     with pytest.raises(ValueError, match="MAGMA adapters"):
-        export_hf(m2, tmp_path / "hf")
+        export_hf(m2, proc2, tmp_path / "hf")
 
 
 def _tower(kind: str):
@@ -118,7 +117,7 @@ def test_limber_encoders_feature_shapes(kind, select, proj, tokens):
     m = VisionLanguageModel(enc, projector, llm, image_token_id=5)
     assert m.num_image_tokens == tokens
     ids = torch.tensor([[1] + [5] * tokens + [7, 8]])
-    counts = m.set_trainable("align")
+    counts = prepare_stage(m, "align", LoraConfig())
     assert counts["llm"]["trainable"] == counts["vision"]["trainable"] == 0
     m(ids, pixel_values=torch.randn(1, 3, 32, 32)).logits.sum().backward()
     assert {k.split(".")[0] for k, p in m.named_parameters() if p.grad is not None} == {"projector"}
@@ -151,8 +150,8 @@ def test_hf_export_parity_and_roundtrip(projector, tmp_path):
     from PIL import Image
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    m = tiny_vlm(projector=projector)
-    export_hf(m, tmp_path / "hf")
+    m, processor = tiny_vlm(projector=projector)
+    export_hf(m, processor, tmp_path / "hf")
     hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
     proc = AutoProcessor.from_pretrained(tmp_path / "hf")
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What type of figure?"}]}]
@@ -169,9 +168,9 @@ def test_hf_export_parity_and_roundtrip(projector, tmp_path):
     )
     assert torch.equal(g_hf, g_us)
     # import -> scitune checkpoint -> export again: identical weights
-    back = import_hf(tmp_path / "hf")
+    back, back_proc = import_hf(tmp_path / "hf")
     assert type(back.projector) is type(m.projector)
-    export_hf(back, tmp_path / "hf2")
+    export_hf(back, back_proc, tmp_path / "hf2")
     again = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf2")
     a, b = hf.state_dict(), again.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

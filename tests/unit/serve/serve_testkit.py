@@ -27,21 +27,20 @@ MODEL = "tiny"
 @functools.cache
 def tiny_checkpoint() -> Path:
     """A tiny random VLM written as a real checkpoint (once per test process)."""
-    from scitune.model import tiny_vlm
-    from scitune.model.checkpoint import save_model_files, write_checkpoint
+    from scitune.loader import save_checkpoint, tiny_vlm
 
     root = Path(tempfile.mkdtemp(prefix="scitune-serve-"))
     atexit.register(shutil.rmtree, root, True)
-    model = tiny_vlm(seed=0)
-    return write_checkpoint(root / MODEL, lambda d: save_model_files(model, d, llm_changed=True, vision_changed=False))
+    return save_checkpoint(*tiny_vlm(seed=0), root / MODEL)
 
 
 @functools.cache
 def tiny_model():
-    """The tiny checkpoint loaded back through `load_model` (shared by the servers of one process)."""
-    from scitune.model.checkpoint import load_model
+    """The tiny checkpoint's model and processor loaded back through `scitune.loader.load` (shared by the servers
+    of one process)."""
+    from scitune.loader import load
 
-    return load_model(tiny_checkpoint()).eval()
+    return load(tiny_checkpoint())
 
 
 def free_port() -> int:
@@ -58,7 +57,7 @@ def running_server(**overrides):
 
     cfg = replace(ServeConfig(checkpoint=str(tiny_checkpoint()), log_level="warning"), **overrides)
     cfg.port = free_port()
-    app = create_app(tiny_model(), cfg)
+    app = create_app(*tiny_model(), cfg)
     server = make_server(app, cfg)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -60,7 +60,7 @@ def reference(text: str, images=(), max_new_tokens: int = 12) -> str:
     from scitune.infer.generate import Generator, Prompt
 
     prompt = Prompt.single(text, list(images))
-    return Generator(tiny_model()).generate([prompt], GenerationConfig(max_new_tokens=max_new_tokens))[0]
+    return Generator(*tiny_model()).generate([prompt], GenerationConfig(max_new_tokens=max_new_tokens))[0]
 
 
 def ask(api, messages, **kw):
@@ -286,5 +286,5 @@ def test_non_loopback_bind_warns(caplog):
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
     cfg = ServeConfig(checkpoint="x", host="0.0.0.0", port=1)
     with caplog.at_level("WARNING", logger="scitune.serve.app"):
-        make_server(create_app(tiny_model(), cfg), cfg)
+        make_server(create_app(*tiny_model(), cfg), cfg)
     assert "reachable from the network" in caplog.text and "no --api_key" in caplog.text

@@ -91,11 +91,13 @@ def post_chat(base: str, body: bytes | None = None, **headers: str) -> tuple[int
 
 
 def test_huge_text_is_refused_before_tokenizing_and_stalls_nobody(monkeypatch):
-    import scitune.serve.prepare as prepare
+    from scitune.processor import Processor
 
     tokenized: list[int] = []  # characters of each prompt that reached the tokenizer
-    real = prepare.encode_prompt
-    monkeypatch.setattr(prepare, "encode_prompt", lambda m, *a: tokenized.append(len(m[0].content)) or real(m, *a))
+    real = Processor.encode
+    monkeypatch.setattr(
+        Processor, "encode", lambda self, m, *a, **k: tokenized.append(len(m[0].content)) or real(self, m, *a, **k)
+    )
     big = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello " * (10 * 2**20 // 6)}]})
     assert 10 * 2**20 <= len(big) < ServeConfig().max_body_bytes
     with running_server() as (base, _):
@@ -132,10 +134,11 @@ def test_text_limit_is_context_times_longest_token_or_the_flag():
     from scitune.serve.prepare import RequestPreparer
     from scitune.serve.schema import ApiError, ChatCompletionRequest
 
-    model = tiny_model()
-    longest = max(len(t) for t in model.tokenizer.get_vocab())
-    assert RequestPreparer(model, ServeConfig(checkpoint="x"), MODEL).max_text_chars == model.context_length * longest
-    preparer = RequestPreparer(model, ServeConfig(checkpoint="x", max_text_chars=50), MODEL)
+    model, processor = tiny_model()
+    longest = max(len(t) for t in processor.tokenizer.get_vocab())
+    preparer = RequestPreparer(model, processor, ServeConfig(checkpoint="x"), MODEL)
+    assert preparer.max_text_chars == model.context_length * longest
+    preparer = RequestPreparer(model, processor, ServeConfig(checkpoint="x", max_text_chars=50), MODEL)
 
     def request(*texts: str) -> ChatCompletionRequest:
         content = [{"type": "text", "text": t} for t in texts]
@@ -150,10 +153,10 @@ def test_text_limit_is_context_times_longest_token_or_the_flag():
 
 
 def test_each_thread_tokenizes_with_its_own_copy():
-    from scitune.serve.prepare import ThreadTokenizers
+    from scitune.serve.prepare import ThreadCopies
 
-    source = tiny_model().tokenizer
-    tokenizers = ThreadTokenizers(source)
+    source = tiny_model().processor.tokenizer
+    tokenizers = ThreadCopies(source)
     text = "the figure shows a plot of loss against steps " * 200
     expected = [source(text, truncation=True, max_length=40 + i)["input_ids"] for i in range(3)]
     start, got, copies = threading.Barrier(3), {}, {}
@@ -397,11 +400,9 @@ def test_decoded_images_are_dropped_once_the_pixel_tensor_exists(monkeypatch):
     req = ChatCompletionRequest.model_validate(
         {"model": MODEL, "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "?"}]}]}
     )
-    prep = prepare.RequestPreparer(tiny_model(), ServeConfig(checkpoint="x"), MODEL).prepare(req)
+    prep = prepare.RequestPreparer(*tiny_model(), ServeConfig(checkpoint="x"), MODEL).prepare(req)
     assert len(decoded) == 2 and all(ref() is None for ref in decoded), "the queued job must not keep PIL images"
-    together = tiny_model().image_processor(
-        images=[Image.open(io.BytesIO(png)).convert("RGB") for png in pngs], return_tensors="pt"
-    )
+    together = tiny_model().processor.images([Image.open(io.BytesIO(png)).convert("RGB") for png in pngs])
     assert torch.equal(prep.job.pixel_values, together["pixel_values"])  # image by image = all at once
 
 

@@ -16,7 +16,7 @@ from scitune.config.schema import (
     RunConfig,
     TrainConfig,
 )
-from scitune.model import load_model, tiny_vlm
+from scitune.loader import build, load, tiny_vlm
 from scitune.train.optim import build_optimizer, build_scheduler
 from scitune.train.stages import STAGE_TRAINS, prepare_stage
 
@@ -65,10 +65,10 @@ def test_full_finetune_trains_saves_and_reloads_the_encoder(tmp_path, tiny_base,
     meta = json.loads((ck / "scitune.json").read_text())
     assert meta["vision"]["saved"] is True and meta["llm"]["saved"] == "full"
     assert (ck / "vision" / "model.safetensors").is_file()
-    loaded = load_model(ck)
+    loaded, _ = load(ck)
     for k, v in model.vision.state_dict().items():
         assert torch.equal(v, loaded.vision.state_dict()[k]), k
-    ids = torch.tensor([[model.tokenizer.bos_token_id] + [model.image_token_id] * 16 + [5, 6, 7]])
+    ids = torch.tensor([[0] + [model.image_token_id] * 16 + [5, 6, 7]])
     pix = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(ids, pixel_values=pix).logits, loaded(ids, pixel_values=pix).logits)
@@ -77,12 +77,12 @@ def test_full_finetune_trains_saves_and_reloads_the_encoder(tmp_path, tiny_base,
 def test_vision_trainable_in_align_saves_the_encoder_too(tmp_path, tiny_base, color_data):
     model, before, ck = _run(_cfg(tmp_path, tiny_base, color_data, "align", trainable=True))
     assert _vision_changed(model, before)
-    loaded = load_model(ck)
+    loaded, _ = load(ck)
     assert all(torch.equal(v, loaded.vision.state_dict()[k]) for k, v in model.vision.state_dict().items())
 
 
 def test_vision_lr_gets_its_own_groups():
-    m = tiny_vlm()
+    m, _ = tiny_vlm()
     prepare_stage(m, "full-finetune", LoraConfig())
     plain = build_optimizer(m, OptimConfig(lr=1e-3))
     assert len(plain.param_groups) == 2 and all(g["lr"] == 1e-3 for g in plain.param_groups)
@@ -100,26 +100,25 @@ def test_vision_lr_gets_its_own_groups():
 
 
 def test_full_finetune_freezing_with_and_without_lora():
-    m = tiny_vlm()
+    m, _ = tiny_vlm()
     counts = prepare_stage(m, "full-finetune", LoraConfig())
     assert all(c["trainable"] == c["total"] > 0 for c in counts.values())
-    m = tiny_vlm()
+    m, _ = tiny_vlm()
     counts = prepare_stage(m, "full-finetune", LoraConfig(r=4, alpha=8, dropout=0.0))
     assert counts["vision"]["trainable"] == counts["vision"]["total"]
     assert 0 < counts["llm"]["trainable"] < counts["llm"]["total"]
     TrainConfig(stage="full-finetune", lora=LoraConfig(r=4))  # LoRA is allowed in both finetune stages
     with pytest.raises(ValueError, match="--train.stage"):
-        prepare_stage(tiny_vlm(), "pretrain", LoraConfig())
+        prepare_stage(tiny_vlm().model, "pretrain", LoraConfig())
 
 
 def test_feature_cache_refuses_a_trained_encoder(tmp_path, tiny_base, color_data):
-    from scitune.model.builders import build_model
     from scitune.train.batches import load_data
 
     cfg = _cfg(tmp_path, tiny_base, color_data, "full-finetune")
     cfg.data.feature_cache = str(tmp_path / "cache")
     with pytest.raises(ValueError, match="frozen vision encoder"):
-        load_data(cfg, build_model(cfg.model), tmp_path, True)
+        load_data(cfg, *build(cfg.model), tmp_path, True)
 
 
 def test_help_lists_the_stage_and_options():

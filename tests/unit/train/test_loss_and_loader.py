@@ -9,19 +9,16 @@ from scitune.config.schema import LoraConfig
 from scitune.data.collate import collate, collate_packed
 from scitune.data.dataset import SupervisedDataset, validate_file
 from scitune.data.sampler import BatchPlan
-from scitune.data.templates import get_template
-from scitune.data.tokenize import ImageSlots
-from scitune.model import tiny_vlm
+from scitune.loader import tiny_vlm
 from scitune.train.batches import StepSampler
 from scitune.train.loss import batch_loss_sum, logits_mode, predicting_positions, token_loss_sum
 from scitune.train.stages import prepare_stage
 
 
-def _items(model, color_data, n=6):
-    slots = ImageSlots("<image>", model.image_token_id, model.num_image_tokens)
-    samples, report = validate_file(color_data, model.tokenizer, get_template("scitune"), slots, max_length=512)
+def _items(processor, color_data, n=6):
+    samples, report = validate_file(color_data, processor, max_length=512)
     assert report.ok
-    data = SupervisedDataset(samples, model.image_processor)
+    data = SupervisedDataset(samples, processor.images)
     return [data[i] for i in range(n)]
 
 
@@ -42,12 +39,12 @@ def _loss_grads(model, batch, mode):
 
 @pytest.mark.parametrize("stage,lora,packed", [("align", 0, False), ("finetune", 0, False), ("finetune", 4, True)])
 def test_label_only_logits_equal_full_logits(color_data, stage, lora, packed):
-    model = tiny_vlm()
+    model, processor = tiny_vlm()
     prepare_stage(model, stage, LoraConfig(r=lora, dropout=0.0))  # no dropout: the two passes must match
-    items = _items(model, color_data)
+    items = _items(processor, color_data)
     # ragged labels: cut one answer short so rows have labels at different positions
     items[1]["labels"][-3:] = -100
-    pad = model.tokenizer.pad_token_id
+    pad = processor.pad_token_id
     batch = collate_packed(items, pad, 3 * len(items[0]["input_ids"])) if packed else collate(items, pad)
     keep = predicting_positions(batch["labels"])
     assert 0 < int(keep.sum()) < keep.numel() // 2  # most positions are unlabelled: the point of the change
@@ -62,9 +59,9 @@ def test_label_only_logits_equal_full_logits(color_data, stage, lora, packed):
 
 
 def test_a_batch_without_labels_gives_zero_loss_not_an_error(color_data):
-    model = tiny_vlm()
+    model, processor = tiny_vlm()
     prepare_stage(model, "finetune", LoraConfig())
-    batch = collate(_items(model, color_data, 2), model.tokenizer.pad_token_id)
+    batch = collate(_items(processor, color_data, 2), processor.pad_token_id)
     batch["labels"][:] = -100
     ce = batch_loss_sum(model, _inputs(batch), batch["labels"], "mask")
     ce.backward()
@@ -100,9 +97,9 @@ def test_packed_rows_are_one_per_micro_batch_with_flash_attention_else_at_most_t
     assert packed_row_length(cfg) is None  # sdpa / eager
     cfg.model.llm.attn_implementation = "flash_attention_2"
     assert packed_row_length(cfg) == 512 * cfg.train.micro_batch_size
-    model = tiny_vlm()
-    pad = model.tokenizer.pad_token_id
-    items = _items(model, color_data, 4)
+    model, processor = tiny_vlm()
+    pad = processor.pad_token_id
+    items = _items(processor, color_data, 4)
     items[1]["input_ids"], items[1]["labels"] = items[1]["input_ids"][:9], items[1]["labels"][:9]
     items[2]["input_ids"], items[2]["labels"] = items[2]["input_ids"][:8], items[2]["labels"][:8]
     n = sum(len(x["input_ids"]) for x in items)

@@ -11,10 +11,8 @@ import torch
 from scitune.config.schema import LoraConfig
 from scitune.data.collate import collate, collate_packed, pack_rows
 from scitune.data.dataset import SupervisedDataset, validate_file
-from scitune.data.templates import get_template
-from scitune.data.tokenize import ImageSlots
 from scitune.io import DataError
-from scitune.model import tiny_vlm
+from scitune.loader import build, tiny_vlm
 from scitune.train.loss import token_loss_sum
 from scitune.train.stages import prepare_stage
 
@@ -27,11 +25,10 @@ def test_pack_rows_never_splits_and_respects_the_length():
     assert len(rows) < len(lengths)
 
 
-def _samples(tmp_path, color_data, model):
-    slots = ImageSlots("<image>", model.image_token_id, model.num_image_tokens)
-    samples, report = validate_file(color_data, model.tokenizer, get_template("scitune"), slots, max_length=512)
+def _samples(tmp_path, color_data, processor):
+    samples, report = validate_file(color_data, processor, max_length=512)
     assert report.ok
-    return SupervisedDataset(samples, model.image_processor)
+    return SupervisedDataset(samples, processor.images)
 
 
 def _loss_and_grads(model, batch):
@@ -47,11 +44,11 @@ def _loss_and_grads(model, batch):
 
 
 def test_packed_equals_unpacked_loss_and_gradients(tmp_path, color_data):
-    model = tiny_vlm()
+    model, processor = tiny_vlm()
     prepare_stage(model, "finetune", LoraConfig())
-    data = _samples(tmp_path, color_data, model)
+    data = _samples(tmp_path, color_data, processor)
     items = [data[i] for i in range(8)]
-    pad = model.tokenizer.pad_token_id
+    pad = processor.pad_token_id
     plain, packed = collate(items, pad), collate_packed(items, pad, max_length=3 * len(items[0]["input_ids"]))
     assert packed["input_ids"].shape[0] < plain["input_ids"].shape[0]  # fewer rows
     assert packed["attention_mask"] is None and (packed["position_ids"][:, 0] == 0).all()
@@ -73,11 +70,9 @@ def _run(tmp_path, tiny_base, color_data, name, **data_opts):
 
 def test_cached_features_give_the_same_align_losses(tmp_path, tiny_base, color_data):
     from scitune.config.schema import LlmConfig, ModelConfig, ProjectorConfig, VisionConfig
-    from scitune.model import load_model
-    from scitune.model.builders import build_model
     from scitune.train.feature_cache import build_feature_cache
 
-    model = build_model(
+    model = build(
         ModelConfig(
             vision=VisionConfig(name="clip", path=tiny_base["vision"]),
             projector=ProjectorConfig("mlp2x-gelu"),
@@ -91,36 +86,34 @@ def test_cached_features_give_the_same_align_losses(tmp_path, tiny_base, color_d
     packed = _run(tmp_path, tiny_base, color_data, "packed", feature_cache=str(tmp_path / "cache"), packing=True)
     assert max(abs(a - b) for a, b in zip(plain, cached)) < 1e-6
     assert max(abs(a - b) for a, b in zip(plain, packed)) < 1e-5
-    del load_model
 
 
 def test_cache_of_another_encoder_is_refused_and_corrupt_shards_are_named(tmp_path, tiny_base, color_data):
     from scitune.config.schema import LlmConfig, ModelConfig, VisionConfig
     from scitune.data.feature_store import FeatureStore
-    from scitune.model.builders import build_model
     from scitune.train.feature_cache import build_feature_cache, model_feature_identity
 
-    model = build_model(
+    model = build(
         ModelConfig(
             vision=VisionConfig(name="clip", path=tiny_base["vision"], feature_layer=-1),
             llm=LlmConfig(path=tiny_base["llm"]),
         )
     )
     build_feature_cache(model, color_data, tmp_path / "cache", progress=False)
-    other = build_model(
+    other = build(
         ModelConfig(
             vision=VisionConfig(name="clip", path=tiny_base["vision"], feature_layer=-2),
             llm=LlmConfig(path=tiny_base["llm"]),
         )
     )
     with pytest.raises(DataError, match="rebuild the cache"):
-        FeatureStore(tmp_path / "cache", model_feature_identity(other))
-    store = FeatureStore(tmp_path / "cache", model_feature_identity(model))
+        FeatureStore(tmp_path / "cache", model_feature_identity(*other))
+    store = FeatureStore(tmp_path / "cache", model_feature_identity(*model))
     key = next(iter(store.index))
     shard = tmp_path / "cache" / store.index[key]
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(DataError, match="cannot read cached features"):
-        FeatureStore(tmp_path / "cache", model_feature_identity(model)).get(key)
+        FeatureStore(tmp_path / "cache", model_feature_identity(*model)).get(key)
     assert json.loads((tmp_path / "cache" / "cache.json").read_text())["images"] == 4
 
 
@@ -130,7 +123,6 @@ def test_cache_features_command_builds_a_cache_the_training_model_accepts(tmp_pa
     from scitune.config.schema import LlmConfig, ModelConfig, ProjectorConfig, VisionConfig
     from scitune.data.dataset import load_image
     from scitune.data.feature_store import FeatureStore, image_key
-    from scitune.model.builders import build_model
     from scitune.train.feature_cache import model_feature_identity
 
     argv = ["cache-features", "--config", "tiny/align", "--model.vision.path", tiny_base["vision"],
@@ -138,17 +130,17 @@ def test_cache_features_command_builds_a_cache_the_training_model_accepts(tmp_pa
             "--no_progress", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 4
-    model = build_model(
+    model, processor = build(
         ModelConfig(
             vision=VisionConfig(name="clip", path=tiny_base["vision"]),
             projector=ProjectorConfig("mlp2x-gelu"),
             llm=LlmConfig(path=tiny_base["llm"]),
         )
     )
-    store = FeatureStore(tmp_path / "c", model_feature_identity(model))  # accepted: same encoder identity
+    store = FeatureStore(tmp_path / "c", model_feature_identity(model, processor))  # accepted: same encoder identity
     first = json.loads(Path(color_data).read_text().splitlines()[0])["image"]
     path = Path(color_data).parent / first
-    pix = model.image_processor(images=[load_image(path)], return_tensors="pt")["pixel_values"]
+    pix = processor.images([load_image(path)])["pixel_values"]
     with torch.no_grad():
         want = model.vision(pix)[0]
     assert torch.allclose(store.get(image_key(str(path))), want, atol=1e-6)

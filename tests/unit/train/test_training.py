@@ -67,7 +67,7 @@ def test_finetune_checkpoint_reloads_to_the_trained_model(tmp_path, tiny_base, c
 
     from conftest import tiny_run_config
     from scitune.config.schema import LoraConfig
-    from scitune.model import load_model
+    from scitune.loader import load
     from scitune.train.loop import Trainer
 
     cfg = tiny_run_config(tiny_base, color_data, tmp_path / "run", "finetune", "linear", epochs=2, micro_batch_size=4,
@@ -77,8 +77,8 @@ def test_finetune_checkpoint_reloads_to_the_trained_model(tmp_path, tiny_base, c
     assert result.losses[-1] < result.losses[0]
     final = Path(result.final_checkpoint)
     assert (final / ("llm_lora" if lora_r else "llm")).is_dir()
-    reloaded = load_model(final)
-    ids = torch.tensor([[reloaded.tokenizer.bos_token_id] + [reloaded.image_token_id] * 16 + [7, 8, 9]])
+    reloaded, processor = load(final)
+    ids = torch.tensor([[processor.tokenizer.bos_token_id] + [reloaded.image_token_id] * 16 + [7, 8, 9]])
     pix = torch.randn(1, 3, 32, 32)
     trained = trainer.acc.unwrap_model(trainer.model).eval()
     assert torch.allclose(trained(ids, pixel_values=pix).logits, reloaded(ids, pixel_values=pix).logits, atol=1e-5)

@@ -11,13 +11,13 @@ import logging
 from collections import Counter
 from typing import Any
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN as IMAGE_TOKEN
 from scitune.io import DataError
 from scitune.sources.converters.base import CONVERTERS
 from scitune.sources.converters.reading import read_record_source, write_record_file
 
 logger = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
 HUMAN_ROLES = ("human", "user")
 GPT_ROLES = ("gpt", "assistant", "chatgpt", "bard", "bing", "model")
 """Speaker names read as the assistant (ShareGPT dumps use several)."""

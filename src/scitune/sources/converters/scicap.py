@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN as IMAGE_TOKEN
 from scitune.io import DataError, write_jsonl, write_text
 from scitune.sources.converters.base import CONVERTERS
 from scitune.sources.converters.reading import read_json_source, read_record_source
@@ -68,7 +69,6 @@ DEFAULT_FIGURE_TYPE = "Image"
 FIGURE_WORD = re.compile(r"\b(Fig(?:ure)?)\b", re.IGNORECASE)
 """Whole-word "Fig"/"Figure" in any case; "Fig." matches, "Figures" does not."""
 
-IMAGE_TOKEN = "<image>"
 FIELDS: tuple[str, ...] = ("id", "image", "caption", "figure_type", "ocr", "paragraphs", "mentions")
 """Canonical figure fields; ``fields={canonical: source_key}`` maps other layouts (dotted keys reach nested dicts)."""
 

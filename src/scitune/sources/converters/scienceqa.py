@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN as IMAGE_TOKEN
 from scitune.images import resolve_image_path
 from scitune.io import DataError, write_jsonl, write_text
 from scitune.sources.converters.base import CONVERTERS
@@ -60,7 +61,6 @@ EVAL_PROMPT_FORMAT = "CQM-A"
 """The format of LLaVA's evaluation question file ``llava_test_CQM-A.json``."""
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
 """Suffix LLaVA-1.5's ``model_vqa_science.py --single-pred-prompt`` appends to the question."""
-IMAGE_TOKEN = "<image>"
 
 SPLITS_FILE = "pid_splits.json"
 PROBLEMS_FILE = "problems.json"

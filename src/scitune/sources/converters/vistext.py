@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN as IMAGE_TOKEN
 from scitune.images import resolve_image_path
 from scitune.io import DataError
 from scitune.sources.converters.base import CONVERTERS
@@ -25,7 +26,6 @@ an ``L1`` and an ``L2L3`` record per chart with ids ``<caption_id>_L1`` / ``_L2L
 SPLIT_FILES = {"train": "data_train.json", "val": "data_validation.json", "validation": "data_validation.json",
                "test": "data_test.json"}  # fmt: skip
 DEFAULT_PROMPT = "Write a caption for this chart."
-IMAGE_TOKEN = "<image>"
 _REQUIRED = ("img_id", "caption_L1", "caption_L2L3")
 _REPORT_IDS = 20
 

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import torch
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN
+from scitune.loader import Loaded
 from scitune.model.projector import LinearProjector, MlpProjector
 from scitune.model.vlm import VisionLanguageModel
+from scitune.processor import ImageTokenRule, Processor
 
 _SELECT_TO_HF = {"patch": "default", "cls_patch": "full"}
 
@@ -87,14 +90,14 @@ def to_hf_llava(model: VisionLanguageModel):
     return hf.to(next(llm.parameters()).dtype).eval()
 
 
-def jinja_chat_template(model: VisionLanguageModel) -> str | None:
-    """A Jinja chat template for the processor that renders prompts exactly as scitune's template does."""
-    from scitune.data.templates import SeparatorTemplate, get_template
+def jinja_chat_template(processor: Processor) -> str | None:
+    """A Jinja chat template for the llava-hf processor that renders prompts exactly as scitune's template does."""
+    from scitune.data.templates import SeparatorTemplate
 
-    t = get_template(model.template)
-    if not isinstance(t, SeparatorTemplate) or model.template == "plain":
-        return getattr(model.tokenizer, "chat_template", None)
-    end = model.tokenizer.eos_token if t.assistant_end == "<eos>" else t.assistant_end
+    t = processor.template
+    if not isinstance(t, SeparatorTemplate) or processor.template_name == "plain":
+        return getattr(processor.tokenizer, "chat_template", None)
+    end = processor.tokenizer.eos_token if t.assistant_end == "<eos>" else t.assistant_end
     esc = {
         k: v.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
         for k, v in {
@@ -108,7 +111,8 @@ def jinja_chat_template(model: VisionLanguageModel) -> str | None:
     }
     content = (
         "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-        "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "{% if c['type'] == 'image' %}" + processor.image_token + "{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+        "{% endif %}"
     )
     return (
         "{% set ns = namespace(system='" + esc["system"] + "') %}"
@@ -132,7 +136,9 @@ def jinja_chat_template(model: VisionLanguageModel) -> str | None:
     )
 
 
-def export_hf(model: VisionLanguageModel, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+def export_hf(
+    model: VisionLanguageModel, processor: Processor, out: str | os.PathLike[str], overwrite: bool = False
+) -> Path:
     """Write a llava-hf folder (model + processor with image token and chat template), atomically.
 
     A folder holding files scitune did not write is refused unless ``overwrite`` (`write_output_folder`).
@@ -141,27 +147,29 @@ def export_hf(model: VisionLanguageModel, out: str | os.PathLike[str], overwrite
 
     from scitune.outputs import write_output_folder
 
+    if processor.rule.start_end:
+        raise ValueError("LlavaForConditionalGeneration has no <im_start>/<im_end> around image tokens: cannot export")
     hf = to_hf_llava(model)
     cfg = model.vision.model.config
-    processor = LlavaProcessor(
-        image_processor=model.image_processor,
-        tokenizer=model.tokenizer,
+    hf_processor = LlavaProcessor(
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
         patch_size=int(cfg.patch_size),
         vision_feature_select_strategy=_SELECT_TO_HF[model.vision.select],
-        chat_template=jinja_chat_template(model),
-        image_token=model.identity.get("image_token", "<image>"),
+        chat_template=jinja_chat_template(processor),
+        image_token=processor.image_token,
         num_additional_image_tokens=1 if model.vision.has_cls else 0,
     )
 
     def writer(tmp: Path) -> None:
         hf.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        hf_processor.save_pretrained(tmp)
 
     return write_output_folder(out, "hf-export", writer, overwrite)
 
 
-def import_hf(folder: str | os.PathLike[str], template: str = "scitune") -> VisionLanguageModel:
-    """Read a llava-hf folder into a `VisionLanguageModel` that scitune can train and save."""
+def import_hf(folder: str | os.PathLike[str], template: str = "scitune") -> Loaded:
+    """Read a llava-hf folder into a model and processor that scitune can train and save."""
     from transformers import AutoModelForCausalLM, AutoProcessor, LlavaConfig, LlavaForConditionalGeneration
 
     from scitune.model.vision import VisionEncoder
@@ -198,13 +206,14 @@ def import_hf(folder: str | os.PathLike[str], template: str = "scitune") -> Visi
             "select": select,
         },
         "llm": {"path": None, "dtype": "float32", "attn": None},
-        "template": template,
     }
-    image_token = getattr(proc, "image_token", "<image>")
-    model = assemble(vision, proc.image_processor, llm, proc.tokenizer, name, identity, image_token)
+    rule = ImageTokenRule(vision.num_tokens, vision.image_size)
+    processor = Processor(
+        proc.tokenizer, proc.image_processor, template, rule, getattr(proc, "image_token", None) or DEFAULT_IMAGE_TOKEN
+    )
+    model = assemble(vision, llm, name, identity, processor.image_token_id, len(processor.tokenizer))
     if linear:
         model.projector.linear.load_state_dict({"weight": p.linear_1.weight, "bias": p.linear_1.bias})
     else:
         model.projector.load_state_dict(p.state_dict())
-    model.template = template
-    return model.eval()
+    return Loaded(model.eval(), processor)
