@@ -3,11 +3,14 @@ same under ``accelerate launch`` with 2 gloo processes, and a run's logged losse
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 
 def write_run_config(tmp: Path, base: dict, data: Path, stage: str = "finetune", name: str = "cfg.yaml", **train):
@@ -78,3 +81,18 @@ def launch_ddp(cfg: Path, out: Path, *extra: str, port: int, env: dict | None = 
 def losses(run_dir: Path) -> list[float]:
     """The loss of every logged step of a run."""
     return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def weights(folder: Path) -> dict[str, str]:
+    """A digest of every tensor of every safetensors file of a checkpoint (model, optimizer, RNG, FSDP shards): equal
+    means bit-identical tensors (a file's header may order its metadata differently)."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for p in sorted(folder.rglob("*.safetensors")):
+        h = hashlib.sha256()
+        for name, t in sorted(load_file(str(p)).items()):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        out[p.relative_to(folder).as_posix()] = h.hexdigest()
+    return out

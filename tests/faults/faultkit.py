@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runkit import losses, write_run_config  # noqa: F401 (the fault tests import them from here)
+from runkit import losses, weights, write_run_config  # noqa: F401 (the fault tests import them from here)
 
 TEMP_MARKS = (".scitune-tmp-", ".scitune-old-", ".zero-")
 
@@ -129,11 +129,3 @@ def leftovers(root: Path) -> list[str]:
         for p in root.rglob("*")
         if p.name.startswith(TEMP_MARKS) or (p.name.startswith(".") and p.name.endswith(".tmp"))
     )
-
-
-def weights(folder: Path) -> dict[str, str]:
-    """SHA-256 of every safetensors file of a checkpoint (model, optimizer, RNG): equal means bit-identical."""
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*.safetensors"))
-    }

@@ -28,6 +28,8 @@ from scitune.train import run_dir as runs
 from scitune.train.batches import StepSampler, collate_batch, load_data, packed_row_length
 from scitune.train.checkpointing import checkpoint_step, latest_checkpoint, prune_checkpoints, resolve_resume
 from scitune.train.distributed import configure_deepspeed, gather_objects, make_accelerator, reduce_sum
+from scitune.train.fsdp_state import FOLDER as FSDP_FOLDER
+from scitune.train.fsdp_state import load_fsdp_state, save_fsdp_state
 from scitune.train.loss import batch_loss_sum, logits_mode
 from scitune.train.optim import build_optimizer, build_scheduler
 from scitune.train.stages import prepare_stage, trains_llm, trains_vision
@@ -175,6 +177,8 @@ class Trainer:
         step = 0
         if resume_dir is not None:
             progress = load_training_state(resume_dir, optimizer, scheduler, self.rank, tc.allow_inexact_resume)
+            if progress.get("fsdp"):  # the sharded model and optimizer state, resharded to this run's processes
+                load_fsdp_state(resume_dir / progress["fsdp"], model, optimizer)
             step = int(progress["step"])
             self.skipped = {r["id"]: r for r in progress.get("skipped", [])}
             log.info("resumed from %s at step %d", resume_dir, step)
@@ -342,7 +346,10 @@ class Trainer:
         rngs = gather_objects(acc, rng_state())
         # every process takes part in gathering the full state (FSDP shards it); only the main one writes
         state_dict = acc.get_state_dict(model)
-        sharded = acc.state.deepspeed_plugin is not None  # ZeRO: every process writes its own optimizer shard
+        # ZeRO and FSDP: every process writes its own part of the optimizer (FSDP: and model) state into a staging
+        # folder, moved into the checkpoint before its atomic rename
+        fsdp = acc.state.fsdp_plugin is not None
+        sharded = acc.state.deepspeed_plugin is not None or fsdp
         staging = path.parent / f".zero-{path.name}"
         shards = 0
         if sharded:
@@ -350,7 +357,10 @@ class Trainer:
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(parents=True)
             acc.wait_for_everyone()
-            shards = self.world if save_zero_shard(staging, optimizer, self.rank) else 0
+            if fsdp:
+                save_fsdp_state(staging / FSDP_FOLDER, model, optimizer)
+            else:
+                shards = self.world if save_zero_shard(staging, optimizer, self.rank) else 0
         acc.wait_for_everyone()
         if acc.is_main_process:
             m = self._unwrapped(model)
@@ -367,6 +377,9 @@ class Trainer:
                 )
                 _fault("SCITUNE_FAULT_IN_SAVE", step)
                 progress = {"step": step, "stage": tc.stage, **({"zero_shards": shards} if shards else {})}
+                if fsdp:
+                    progress["fsdp"] = FSDP_FOLDER
+                    os.replace(staging / FSDP_FOLDER, tmp / FSDP_FOLDER)
                 if self.skipped:
                     progress["skipped"] = list(self.skipped.values())
                 save_training_state(tmp, None if sharded else optimizer, scheduler, progress, rngs)

@@ -123,6 +123,8 @@ def load_training_state(
 
     if zero_optimizer(optimizer) is not None and shards:
         load_zero_shard(ckpt, optimizer, rank, shards)
+    elif state["progress"].get("fsdp"):
+        pass  # the sharded optimizer state is in the checkpoint's fsdp/ folder (`scitune.train.fsdp_state`)
     elif state["optimizer"] is None or is_deepspeed(optimizer):
         inexact(
             "it holds no optimizer state this run can load (DeepSpeed ZeRO-3, or another layout): AdamW's "
