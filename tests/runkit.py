@@ -96,3 +96,48 @@ def weights(folder: Path) -> dict[str, str]:
             h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         out[p.relative_to(folder).as_posix()] = h.hexdigest()
     return out
+
+
+def launch_nodes(cfg: Path, out: Path, *extra: str, port: int, env: dict | None = None, nodes: int = 2) -> list[int]:
+    """``scitune train`` as a ``nodes``-machine accelerate job on this host (one gloo process per "machine", machine
+    ranks 0..nodes-1, rendezvous on 127.0.0.1); returns each launch's exit status."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", **(env or {})}
+    procs = []
+    for rank in range(nodes):
+        argv = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_machines",
+            str(nodes),
+            "--machine_rank",
+            str(rank),
+            "--num_processes",
+            str(nodes),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(port),
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "scitune",
+            "train",
+            "--config",
+            str(cfg),
+            "--train.out_dir",
+            str(out),
+            *extra,
+        ]
+        log = open(out.parent / f"{out.name}-node{rank}.log", "a")  # noqa: SIM115 (closed below)
+        procs.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    codes = []
+    for proc, log in procs:
+        try:
+            codes.append(proc.wait(timeout=400))
+        finally:
+            log.close()
+    return codes

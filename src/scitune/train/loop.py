@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 
 from scitune.config.schema import RunConfig
@@ -348,7 +349,7 @@ class Trainer:
         state_dict = acc.get_state_dict(model)
         # ZeRO and FSDP: every process writes its own part of the optimizer (FSDP: and model) state into a staging
         # folder, moved into the checkpoint before its atomic rename
-        fsdp = acc.state.fsdp_plugin is not None
+        fsdp = acc.distributed_type == DistributedType.FSDP
         sharded = acc.state.deepspeed_plugin is not None or fsdp
         staging = path.parent / f".zero-{path.name}"
         shards = 0
