@@ -43,8 +43,12 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
+            import difflib
+
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            close = difflib.get_close_matches(str(name), sorted(self._entries), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"unknown {self.kind} {name!r}{hint} (known: {known})") from None
 
     def names(self) -> list[str]:
         """All registered keys, sorted."""

@@ -35,6 +35,11 @@ def usage() -> str:
         "commands:",
     ]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [
+        "",
+        "Every command: flags with dashes or underscores (--max-steps = --max_steps), booleans --x / --no-x,",
+        "lists a,b; --debug shows the traceback of an error.",
+    ]
     return "\n".join(lines)
 
 
@@ -50,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     if argv[0] not in COMMANDS:
-        print(f"scitune: error: unknown command {argv[0]!r} (scitune --help lists the commands)", file=sys.stderr)
+        from scitune.cli.args import suggest
+
+        hint = suggest(argv[0], set(COMMANDS))
+        print(f"scitune: error: unknown command {argv[0]!r}{hint} (scitune --help lists the commands)", file=sys.stderr)
         return 2
     from scitune.cli.common import setup_logging
     from scitune.cli.errors import run_guarded

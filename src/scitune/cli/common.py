@@ -29,8 +29,11 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def parser(prog: str, description: str) -> ArgumentParser:
-    # errors are raised, not printed with the whole usage: the CLI's boundary turns them into one line
-    return ArgumentParser(prog=f"scitune {prog}", description=description, exit_on_error=False)
+    """A parser in scitune's one dialect (`scitune.cli.args.Parser`): errors raised with a "did you mean", never
+    printed with the whole usage (the CLI's boundary prints one line)."""
+    from scitune.cli.args import Parser
+
+    return Parser(prog=f"scitune {prog}", description=description)
 
 
 def run_parser(prog: str, description: str) -> ArgumentParser:
@@ -42,7 +45,7 @@ def run_parser(prog: str, description: str) -> ArgumentParser:
     return p
 
 
-def preset_argv(argv: list[str]) -> list[str]:
+def preset_argv(argv: list[str]) -> list[str]:  # called by `scitune.cli.args.Parser.parse_args`
     """Replace preset names given to ``--config`` by their YAML paths."""
     out = list(argv)
     for i, a in enumerate(out):
@@ -53,12 +56,14 @@ def preset_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def parse_run(p: ArgumentParser, argv: list[str]) -> tuple[RunConfig, str]:
-    """Parse into a `RunConfig` and the resolved YAML text."""
-    ns = p.parse_args(preset_argv(argv))
+def parse_run(p: ArgumentParser, argv: list[str], own: tuple[str, ...] = ()) -> tuple[RunConfig, str, dict]:
+    """Parse into a `RunConfig`, the resolved YAML text, and the values of the command's ``own`` options (flags of
+    the command, not of the run: they stay out of the YAML, so a config.yaml used again never carries them)."""
+    ns = p.parse_args(argv)
+    extra = {name: ns.pop(name) for name in own}
     text = p.dump(ns)
     init = instantiate(p, ns)
-    return RunConfig(**{k: getattr(init, k) for k, _ in RUN_SECTIONS}), text
+    return RunConfig(**{k: getattr(init, k) for k, _ in RUN_SECTIONS}), text, extra
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         shutil.copyfile(path, args.dest)
         print(f"copied {path} -> {args.dest}")
     else:
-        _, text = parse_run(run_parser("train", "validate"), ["--config", path])
+        _, text, _ = parse_run(run_parser("train", "validate"), ["--config", path])
         print(text, end="")
         print(f"# {args.name}: valid")
     return 0

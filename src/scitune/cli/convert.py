@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jsonargparse import ArgumentParser
-
+from scitune.cli.args import Parser
 from scitune.cli.common import parser
 
 
@@ -22,7 +21,7 @@ def main(argv: list[str]) -> int:
     )
     sub = p.add_subcommands(dest="source")
     for name in CONVERTERS.names():
-        sp = ArgumentParser(description=(CONVERTERS.get(name).__doc__ or "").strip(), exit_on_error=False)
+        sp = Parser(description=(CONVERTERS.get(name).__doc__ or "").strip())
         sp.add_method_arguments(CONVERTERS.get(name), "run")
         sub.add_subcommand(name, sp, help=(CONVERTERS.get(name).__doc__ or "").strip().split("\n")[0])
     args = p.parse_args(argv)

@@ -72,7 +72,7 @@ def _stats_parser() -> ArgumentParser:
     s.add_argument("--tokenizer", default=None, help="HF tokenizer folder: lengths in tokens (default: words)")
     s.add_argument("--checkpoint", default=None, help="scitune checkpoint: exact training lengths in tokens")
     s.add_argument("--image_root", default=None, help="folder for relative image paths (default: data's folder)")
-    s.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    s.add_argument("--overwrite", type=bool, default=False, help=_OVERWRITE)
     return s
 
 
@@ -97,7 +97,7 @@ def _export_parser() -> ArgumentParser:
     e.add_argument("--format", required=True, choices=["llava-json", "sharegpt"], help="output layout")
     e.add_argument("--data", required=True, help="records (canonical, LLaVA JSON or ShareGPT; JSONL or JSON list)")
     e.add_argument("--out", required=True, help="output file: .json = JSON list, otherwise JSONL")
-    e.add_argument("--with_meta", action="store_true", help="keep each record's meta")
+    e.add_argument("--with_meta", type=bool, default=False, help="keep each record's meta")
     return e
 
 
@@ -124,10 +124,10 @@ def _scifig_parser() -> ArgumentParser:
         "bar-color,correlation)",
     )
     f.add_argument("--workers", type=int, default=2, help="rendering processes (the files do not depend on it)")
-    f.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a grid of each figure type")
+    f.add_argument("--preview", type=bool, default=False, help="also write OUT/preview.png, a grid of each figure type")
     f.add_argument("--preview_per_type", type=int, default=4, help="figures per type in the preview grid")
-    f.add_argument("--no_progress", action="store_true", help="no progress bar")
-    f.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    f.add_argument("--progress", type=bool, default=True, help="show a progress bar (--no-progress: none)")
+    f.add_argument("--overwrite", type=bool, default=False, help=_OVERWRITE)
     return f
 
 
@@ -142,7 +142,7 @@ def _scifig(args: Any) -> int:
     config = SciFigConfig(n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
                           image_size=args.image_size, seed=args.seed, questions_per_figure=args.questions_per_figure,
                           kinds=tuple(args.kinds))  # fmt: skip
-    manifest = generate_scifig(args.out, config, progress=not args.no_progress, workers=args.workers)
+    manifest = generate_scifig(args.out, config, progress=args.progress, workers=args.workers)
     if args.preview:
         path = Path(args.out) / "preview.png"
         render_gallery(path, args.seed, args.preview_per_type, args.image_size, config.types)
@@ -192,8 +192,8 @@ def _cache_parser() -> ArgumentParser:
     c.add_argument("--out", required=True, help="cache folder")
     c.add_argument("--batch_size", type=int, default=32, help="images per encoder batch")
     c.add_argument("--device", default="auto", help="where the encoder runs (auto = cuda when available, else cpu)")
-    c.add_argument("--no_progress", action="store_true", help="no progress bar")
-    c.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    c.add_argument("--progress", type=bool, default=True, help="show a progress bar (--no-progress: none)")
+    c.add_argument("--overwrite", type=bool, default=False, help=_OVERWRITE)
     return c
 
 
@@ -213,7 +213,7 @@ def _cache(args: Any) -> int:
             args.out,
             args.data.image_root,
             args.batch_size,
-            not args.no_progress,
+            args.progress,
             vision=vision,
             allow_outside_root=args.data.allow_outside_root,
             max_pixels=args.data.max_image_pixels or None,
@@ -230,8 +230,7 @@ def _instruct_parser() -> ArgumentParser:
         "LLaVA's GPT-assisted instruction data: a text-only LLM behind an OpenAI-compatible endpoint writes a "
         "conversation, a detailed description and a complex-reasoning QA per item from its symbolic context "
         f"(captions + object boxes, or a figure's type, caption, OCR and mentions). API key: ${LLM_API_KEY_ENV}. "
-        "Finished items are cached; a rerun asks only for the rest. Exit 1 when some items failed (listed). "
-        "Options may be written with dashes (--llm-url).",
+        "Finished items are cached; a rerun asks only for the rest. Exit 1 when some items failed (listed).",
     )
     g.add_argument("--data", required=True, help="context records (JSONL / JSON list) or a COCO captions JSON")
     g.add_argument("--out", required=True, help="output JSONL of canonical records (+ .summary.json, .cache.jsonl)")
@@ -240,7 +239,7 @@ def _instruct_parser() -> ArgumentParser:
     g.add_argument("--cache", default=None, help="cache JSONL (default: OUT with suffix .cache.jsonl)")
     g.add_argument("--coco_instances", default=None, help="COCO instances JSON: object boxes for a COCO --data")
     g.add_argument("--limit", type=int, default=None, help="first N items only")
-    g.add_argument("--print_prompt", action="store_true", help="print the first item's messages and exit")
+    g.add_argument("--print_prompt", type=bool, default=False, help="print the first item's messages and exit")
     g.add_class_arguments(InstructGenConfig, None)
     return g
 
@@ -290,10 +289,6 @@ def main(argv: list[str]) -> int:
     built = {name: build() for name, (build, _, _) in ACTIONS.items()}
     for name, (_, _, help_) in ACTIONS.items():
         sub.add_subcommand(name, built[name], help=help_)
-    if argv[:1] == ["generate-instructions"]:  # --llm-url style dashes, as the eval options accept
-        from scitune.cli.eval import _normalize
-
-        argv = _normalize(argv, {"progress"})
     ns = p.parse_args(preset_argv(argv))
     if ns.action == "cache-features":  # dataclass sections become config objects
         return _cache(instantiate(built[ns.action], ns[ns.action]))

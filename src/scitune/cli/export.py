@@ -24,7 +24,8 @@ def main(argv: list[str]) -> int:
         sp.add_argument("--out", required=True, help="output folder (built beside it, then swapped in)")
         sp.add_argument(
             "--overwrite",
-            action="store_true",
+            type=bool,
+            default=False,
             help="write into a folder that holds other files (they are kept; only scitune's files are replaced)",
         )
         sub.add_subcommand(name, sp, help=help_)

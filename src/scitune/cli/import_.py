@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     ):
         sp.add_argument("folder", help="the folder to import")
         sp.add_argument("--out", required=True, help="scitune checkpoint folder to write")
-        sp.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+        sp.add_argument("--overwrite", type=bool, default=False, help=_OVERWRITE)
         sub.add_subcommand(name, sp, help=help_)
     ns = p.parse_args(argv)
     args = ns[ns.source]

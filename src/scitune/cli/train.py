@@ -21,13 +21,13 @@ def main(argv: list[str]) -> int:
     p = run_parser("train", DESCRIPTION)
     p.add_argument(
         "--overwrite",
-        action="store_true",
+        type=bool,
+        default=False,
         help="start over in a --train.out_dir that holds another run (removed once this run finishes; files "
         "scitune did not write are kept)",
     )
-    overwrite = "--overwrite" in argv  # a flag of this command, not of the run: config.yaml must not carry it
-    cfg, text = parse_run(p, [a for a in argv if a != "--overwrite"])
-    result = train(cfg, overwrite=overwrite, config_text=text)
+    cfg, text, own = parse_run(p, argv, own=("overwrite",))
+    result = train(cfg, overwrite=own["overwrite"], config_text=text)
     if is_main_process():
         losses = f", loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}" if result.losses else ""
         skipped = f", {len(result.skipped)} record(s) skipped (skipped.jsonl)" if result.skipped else ""

@@ -217,7 +217,8 @@ class TrainConfig:
     epochs: float = 1.0
     """Passes over the data."""
     max_steps: int = -1
-    """Stop after this many optimizer steps (-1 = run all epochs)."""
+    """Train exactly this many optimizer steps, whatever --train.epochs says (as HF Trainer's max_steps; the data
+    order continues into further epochs); -1 = run --train.epochs."""
     global_batch_size: int = 128
     """Samples per optimizer step over all processes."""
     micro_batch_size: int = 4

@@ -110,6 +110,8 @@ class Trainer:
         Returns the checkpoint to resume from and, with ``--overwrite``, whether an old run is to be moved aside.
         """
         tc = self.cfg.train
+        if not self.cfg.data.train:
+            raise ValueError("--data.train: no training data given (a JSONL or LLaVA .json file of records)")
         action = runs.check_run_dir(self.out, bool(tc.resume), self.overwrite)
         resume_dir = resolve_resume(tc.resume, self.out) if action != "replace" else None
         self.fingerprint = {"data": runs.data_fingerprint(self.cfg), "settings": runs.run_settings(self.cfg)}
@@ -165,9 +167,8 @@ class Trainer:
         plan = BatchPlan(
             len(data), tc.micro_batch_size, accum, self.world, tc.seed, data.lengths, cfg.data.group_by_length
         )
-        total = math.ceil(tc.epochs * plan.steps_per_epoch)
-        if tc.max_steps > 0:
-            total = min(total, tc.max_steps)
+        # --train.max_steps wins over the epochs when set, as in HF Trainer (the data order continues into more epochs)
+        total = tc.max_steps if tc.max_steps > 0 else math.ceil(tc.epochs * plan.steps_per_epoch)
         if resume_dir is not None and checkpoint_step(resume_dir) >= total:
             return self._finished(resume_dir, total, counts)
         optimizer = build_optimizer(model, cfg.optim)

@@ -8,7 +8,8 @@ import json
 import pytest
 from evalkit import is_png, make_scifig, session_checkpoint
 
-from scitune.cli.eval import _normalize, main
+from scitune.cli.args import normalize
+from scitune.cli.eval import main
 from scitune.eval import BENCHMARKS
 from scitune.eval.benchmark import Benchmark, EvalOptions
 from scitune.io import DataError
@@ -38,9 +39,12 @@ def test_report_help_and_dash_flags(capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     assert "runs" in capsys.readouterr().out
-    assert _normalize(["--compare-base", "--judge-url=http://x", "--split", "val"], {"compare_base"}) == [
+    kinds = {"--compare_base": "bool", "--judge_url": "value", "--split": "value", "--progress": "bool",
+             "--tasks": "list"}  # fmt: skip
+    assert normalize(["--compare-base", "--judge-url=http://x", "--split", "val"], kinds) == [
         "--compare_base=true", "--judge_url=http://x", "--split", "val"]  # fmt: skip
-    assert _normalize(["--progress", "false"], {"progress"}) == ["--progress", "false"]
+    assert normalize(["--progress", "false"], kinds) == ["--progress=false"]
+    assert normalize(["--no-progress", "--tasks", "a,b"], kinds) == ["--progress=false", "--tasks=[a, b]"]
 
 
 def _figtype(scifig, ck, out, *extra):
