@@ -91,6 +91,10 @@ def load_checkpoint(
     p = Path(path)
     verify_checkpoint(p, verify)
     meta = read_meta(p)
+    if meta.get("llm", {}).get("saved") == "lora":
+        from scitune.extras import require
+
+        require(f"{p} (LoRA adapters)", "peft")
     legacy = None
     if not (p / "processor.json").is_file():  # written before processors were saved: rebuild it from scitune.json
         v = meta.get("vision", {})

@@ -223,23 +223,20 @@ def embed_images(embedder: Embedder, paths: list[str], batch_size: int = 32, pro
 
 def resolve_method(method: str) -> str:
     """``auto`` -> ``umap`` when umap-learn is importable, else ``tsne``."""
+    from scitune.extras import missing
+
     if method != "auto":
         return method
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        return "tsne"
-    return "umap"
+    return "tsne" if missing("umap") else "umap"
 
 
 def project_2d(x: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """(N, D) -> (N, 2) with cosine distances: UMAP (umap-learn) or t-SNE (scikit-learn)."""
     n = len(x)
     if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            raise ImportError("--method umap needs umap-learn: pip install 'scitune[analysis]'") from None
+        from scitune.extras import load
+
+        umap = load("--method umap", "umap")
         # a fixed random_state makes UMAP single-threaded anyway; n_jobs=1 says so and silences its warning
         nn = max(2, min(15, n - 1))
         reducer = umap.UMAP(n_components=2, n_neighbors=nn, metric="cosine", random_state=seed, n_jobs=1)

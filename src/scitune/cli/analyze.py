@@ -33,6 +33,9 @@ def main(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     cls = EmbedOptions if ns.action == "embed" else WupOptions
     opts = cls(**{f.name: ns[ns.action][f.name] for f in dataclasses.fields(cls)})
+    from scitune.extras import require
+
+    require(f"scitune analyze {ns.action}", *(("sklearn",) if ns.action == "embed" else ("nltk",)))
     if ns.action == "embed":
         from scitune.analysis.embed import run_embed
 

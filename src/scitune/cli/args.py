@@ -1,5 +1,6 @@
 """One CLI dialect for every command: ``--a-b`` = ``--a_b``, booleans as ``--x`` / ``--no-x`` / ``--x false``, lists as
-``a,b`` or ``[a, b]``, help texts whose example blocks stay as written, and a "did you mean" for every typo."""
+``a,b`` or ``[a, b]``, a nested option without its outer section when that is unambiguous (``--lora.r`` for
+``--train.lora.r``), help texts whose example blocks stay as written, and a "did you mean" for every typo."""
 
 from __future__ import annotations
 
@@ -70,6 +71,16 @@ def _as_list(value: str) -> str:
     return "[" + ", ".join(v.strip() for v in value.split(",") if v.strip()) + "]"
 
 
+def _resolve(opt: str, kinds: dict[str, str]) -> str:
+    """A dotted option given without its outer section (``--lora.r`` for ``--train.lora.r``) when exactly one known
+    option ends with it; otherwise ``opt`` unchanged."""
+    if opt in kinds or "." not in opt:
+        return opt
+    tail = "." + opt[2:]
+    found = [k for k in kinds if k.endswith(tail)]
+    return found[0] if len(found) == 1 else opt
+
+
 def normalize(argv: list[str], kinds: dict[str, str]) -> list[str]:
     """Rewrite ``argv`` into the form the parser reads (see the module docstring)."""
     out: list[str] = []
@@ -81,7 +92,7 @@ def normalize(argv: list[str], kinds: dict[str, str]) -> list[str]:
             out.append(arg)
             continue
         name, eq, value = arg[2:].partition("=")
-        opt = "--" + name.replace("-", "_")
+        opt = _resolve("--" + name.replace("-", "_"), kinds)
         negated = None
         if opt not in kinds and opt.startswith("--no_") and kinds.get("--" + opt[5:]) in ("bool", "flag"):
             negated, opt = True, "--" + opt[5:]

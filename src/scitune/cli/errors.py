@@ -11,21 +11,6 @@ import traceback
 
 DEBUG_ENV = "SCITUNE_DEBUG"
 
-EXTRAS = {
-    "peft": "train",
-    "tensorboard": "train",
-    "pycocoevalcap": "eval",
-    "fastapi": "serve",
-    "uvicorn": "serve",
-    "openai": "serve",
-    "pytesseract": "ocr",
-    "sklearn": "analysis",
-    "umap": "analysis",
-    "nltk": "analysis",
-    "deepspeed": "deepspeed",
-}
-"""Optional modules and the scitune extra that installs each."""
-
 
 def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
@@ -62,9 +47,13 @@ def describe(e: BaseException, command: str) -> tuple[str, int]:
 
     if isinstance(e, argparse.ArgumentError):
         return f"{_argument_error(e)} (scitune {command} --help lists the options)", 2
+    from scitune.extras import EXTRA_OF, MissingExtra
+
+    if isinstance(e, MissingExtra):
+        return _one_line(str(e)), 2
     if isinstance(e, ImportError):
         name = (e.name or "").split(".")[0]
-        extra = EXTRAS.get(name)
+        extra = EXTRA_OF.get(name)
         hint = f": pip install 'scitune[{extra}]'" if extra else ""
         return f"{name or 'a module'} is not installed{hint} ({_one_line(str(e))})", 2
     if isinstance(e, KeyError):

@@ -23,13 +23,13 @@ def main(argv: list[str]) -> int:
         raise ValueError("--checkpoint is required (a scitune checkpoint folder)")
     if cfg.api_key is None and os.environ.get("SCITUNE_API_KEY"):
         cfg.api_key = os.environ["SCITUNE_API_KEY"]  # keeps the key out of the process list
-    try:
-        from scitune.serve.app import create_app, make_server
-    except ImportError as e:
-        raise ValueError(f"scitune serve needs the serve extras: pip install 'scitune[serve]' ({e})") from None
+    from scitune.extras import require
+
+    require("scitune serve", "fastapi", "uvicorn")
     import torch
 
     from scitune.loader import load
+    from scitune.serve.app import create_app, make_server
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

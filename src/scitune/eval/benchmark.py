@@ -107,6 +107,8 @@ class Benchmark:
     mode: ClassVar[str] = "generate"
     """``generate`` (the model writes an answer) or ``loglik`` (the model scores ``Example.choices``)."""
     Options: ClassVar[type[EvalOptions]] = EvalOptions
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Modules the benchmark cannot score without (checked through `scitune.extras.require` before any work)."""
 
     def __init__(self, opts: EvalOptions) -> None:
         self.opts = opts

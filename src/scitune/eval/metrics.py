@@ -175,10 +175,9 @@ def rouge_l_scienceqa(prediction: str, reference: str) -> float:
     That scorer calls ``Rouge(metrics=["rouge-l"]).get_scores(target, prediction)`` — gold first — and its
     summary-level LCS differs from ``rouge-score``. Needs ``pip install rouge``; both texts must be non-empty.
     """
-    try:
-        from rouge import Rouge
-    except ImportError as e:
-        raise ImportError("rouge_l_scienceqa needs the 'rouge' package: pip install rouge") from e
+    from scitune.extras import load
+
+    Rouge = load("ScienceQA's ROUGE-L (the 'rouge' package)", "rouge").Rouge
     return float(Rouge(metrics=["rouge-l"]).get_scores(reference, prediction, avg=True)["rouge-l"]["f"])
 
 
@@ -260,10 +259,9 @@ class SentenceTransformerSimilarity:
     """
 
     def __init__(self, model_name: str = "sentence-transformers/all-MiniLM-L6-v2", device: str | None = None) -> None:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as e:
-            raise ImportError("SentenceTransformerSimilarity needs: pip install sentence-transformers") from e
+        from scitune.extras import load
+
+        SentenceTransformer = load("--similarity sentence-transformers", "sentence_transformers").SentenceTransformer
         self.name = f"sentence-transformers:{model_name}"
         self._model = SentenceTransformer(model_name, device=device)
 

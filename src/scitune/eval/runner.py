@@ -385,7 +385,10 @@ def run_benchmark(bench: Benchmark) -> dict[str, Any]:
     Returns:
         The results (as written to results.json).
     """
+    from scitune.extras import require
+
     opts = bench.opts
+    require(f"eval {bench.name}", *bench.requires)
     sources = [s for s in ("checkpoint", "llm", "predictions") if getattr(opts, s)]
     if len(sources) != 1:
         raise ValueError("give exactly one of --checkpoint, --llm, --predictions")

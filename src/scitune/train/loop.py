@@ -54,6 +54,18 @@ class TrainResult:
 __all__ = ["TrainResult", "Trainer", "latest_checkpoint", "load_data", "train"]
 
 
+def require_extras(cfg: RunConfig) -> None:
+    """The packages the run's options need, checked before any model loads (`scitune.extras.require`)."""
+    from scitune.extras import require
+
+    if cfg.train.lora.r:
+        require("--train.lora.r (LoRA)", "peft")
+    if cfg.train.lora.quantize != "none":
+        require("--train.lora.quantize 4bit (QLoRA)", "bitsandbytes")
+    for tracker in cfg.train.report_to:
+        require(f"--train.report_to {tracker}", {"tensorboard": "tensorboard", "wandb": "wandb"}.get(tracker, tracker))
+
+
 def _fault(name: str, step: int) -> None:
     """Test hook: SCITUNE_FAULT_AFTER_STEP / SCITUNE_FAULT_IN_SAVE=N kill this process with SIGKILL at step N."""
     if os.environ.get(name) == str(step):
@@ -73,6 +85,7 @@ class Trainer:
         self.cfg = cfg
         self.overwrite, self.config_text = overwrite, config_text
         self.out = Path(cfg.train.out_dir)
+        require_extras(cfg)
         self.acc = make_accelerator(cfg.train.precision, cfg.train.report_to, str(self.out))
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         # the loss is already normalised by the step's tokens: DeepSpeed must not divide it by the accumulation again
