@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "checkpoint": ("scitune.cli.checkpoint", "verify checkpoints against their manifests (SHA-256 of every file)"),
     "serve": ("scitune.cli.serve", "serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page"),
     "ls": ("scitune.cli.ls", "list registered encoders, projectors, templates, presets, ..."),
+    "models": ("scitune.cli.models", "write the tiny random base models the tiny/* presets use (runs/tiny-base)"),
     "config": ("scitune.cli.config", "show, copy or validate presets"),
     "analyze": ("scitune.cli.analyze", "representation analysis: embedding maps by label, Wu-Palmer similarity"),
 }

@@ -23,6 +23,7 @@ EXPECTED = {
     "export",
     "import",
     "ls",
+    "models",
     "config",
     "analyze",
 }
@@ -147,3 +148,18 @@ def test_generate_with_sampling_and_stop(tiny_checkpoint, tmp_path, capsys):
     ]
     assert main(args) == 0
     assert "x" not in capsys.readouterr().out.strip()
+
+
+def test_models_tiny_writes_what_the_tiny_presets_load(tmp_path, monkeypatch, capsys):
+    from scitune.loader import load
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["models", "tiny"]) == 0
+    assert (tmp_path / "runs/tiny-base/llm/config.json").is_file()
+    assert (tmp_path / "runs/tiny-base/vision/config.json").is_file()
+    model, processor = load("tiny/align")  # the preset's relative paths resolve to them
+    assert model.num_image_tokens > 0 and processor.image_token in processor.tokenizer.get_vocab()
+    (tmp_path / "runs/tiny-base/notes.txt").write_text("mine")
+    assert main(["models", "tiny"]) == 2  # a folder holding a user's file is refused
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "runs/tiny-base/notes.txt").read_text() == "mine"
