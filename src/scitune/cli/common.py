@@ -19,6 +19,9 @@ RUN_SECTIONS = (("model", ModelConfig), ("data", DataConfig), ("optim", OptimCon
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not any(os.path.exists(d) for d in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")):
+        # no GPU here: DeepSpeed (imported by accelerate when installed) would warn on every command that it fell back
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     try:
         from transformers.utils import logging as hf_logging
 
