@@ -11,7 +11,7 @@ from scitune.loader import build
 
 @pytest.mark.parametrize("name", PRESETS.names())
 def test_preset_builds_with_tiny_overrides(name, tiny_base, tmp_path):
-    cfg, text = parse_run(run_parser("train", ""), ["--config", name])
+    cfg, text, _ = parse_run(run_parser("train", ""), ["--config", name])
     assert f"stage: {cfg.train.stage}" in text
     assert cfg.train.global_batch_size % cfg.train.micro_batch_size == 0
     tiny_args = [
@@ -28,7 +28,7 @@ def test_preset_builds_with_tiny_overrides(name, tiny_base, tmp_path):
         "--model.init_from",
         "null",
     ]
-    tiny, _ = parse_run(run_parser("train", ""), tiny_args)
+    tiny, _, _ = parse_run(run_parser("train", ""), tiny_args)
     model, _ = build(tiny.model, tiny.data.template)
     want_tokens = tiny.model.projector.num_tokens or (1 if tiny.model.vision.select == "pooled" else 16)
     assert model.num_image_tokens == want_tokens
@@ -39,7 +39,7 @@ def test_preset_builds_with_tiny_overrides(name, tiny_base, tmp_path):
 
 def test_paper_settings_of_scitune_presets():
     for size in ("7b", "13b"):
-        align, _ = parse_run(run_parser("train", ""), ["--config", f"scitune-llama-{size}/align"])
+        align, _, _ = parse_run(run_parser("train", ""), ["--config", f"scitune-llama-{size}/align"])
         assert (align.train.epochs, align.train.global_batch_size, align.optim.lr, align.data.max_length) == (
             1,
             128,
@@ -47,6 +47,6 @@ def test_paper_settings_of_scitune_presets():
             2048,
         )
         assert align.model.projector.name == "linear" and align.model.vision.name == "clip-vit-l-14"
-        ft, _ = parse_run(run_parser("train", ""), ["--config", f"scitune-llama-{size}/finetune"])
+        ft, _, _ = parse_run(run_parser("train", ""), ["--config", f"scitune-llama-{size}/finetune"])
         assert ft.train.epochs == 12 and ft.train.stage == "finetune"
         assert ft.model.init_from.endswith(f"scitune-llama-{size}-align/final")
