@@ -98,16 +98,22 @@ def load_checkpoint(
     legacy = None
     if not (p / "processor.json").is_file():  # written before processors were saved: rebuild it from scitune.json
         v = meta.get("vision", {})
-        legacy = ImageTokenRule(int(meta["num_image_tokens"]), 0, parse_grids(v.get("anyres", [])))
+        grids = parse_grids(v.get("anyres", []))  # such AnyRes checkpoints predate the llava-next layout: tiles
+        legacy = ImageTokenRule(int(meta["num_image_tokens"]), 0, grids, layout=v.get("anyres_layout", "tiles"))
     processor = Processor.from_pretrained(p, meta.get("template", "scitune"), legacy)
     model = load_model(p, len(processor.tokenizer), device, dtype, trainable_lora, verify="sizes")
     if legacy is not None and legacy.grids:  # the tile size is the encoder's
-        rule = ImageTokenRule(legacy.tokens_per_tile, model.vision.image_size, legacy.grids)
+        rule = replace(legacy, tile_size=model.vision.image_size)
         processor = Processor(
             processor.tokenizer, processor.image_processor, processor.template_name, rule, processor.image_token
         )
     if template:
         processor = with_template(processor, template)
+    if processor.rule.grids and processor.rule.layout != model.anyres_layout:
+        raise DataError(
+            f"{p}: the processor's AnyRes layout {processor.rule.layout!r} differs from the model's "
+            f"{model.anyres_layout!r} (processor.json and scitune.json disagree)"
+        )
     if processor.image_token_id != model.image_token_id:
         raise DataError(
             f"{p}: the processor's image token id {processor.image_token_id} differs from the model's "

@@ -6,9 +6,10 @@ it is saved beside the weights of every checkpoint (HF tokenizer and image-proce
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ from scitune.data.conversation import Message
 from scitune.data.templates import ChatTemplate, get_template
 from scitune.data.tokenize import Encoded, ImageSlots, encode_segments
 from scitune.io import write_json
-from scitune.model.anyres import Grid, format_grid, parse_grids, select_grid, split_tiles
+from scitune.model.anyres import (
+    LAYOUTS,
+    Grid,
+    format_grid,
+    llava_next_token_count,
+    parse_grids,
+    select_grid,
+    split_tiles,
+)
 
 PROCESSOR_FILE = "processor.json"
 FORMAT_VERSION = 1
@@ -33,14 +42,29 @@ class ImageTokenRule:
     """How many tokens an image becomes in the text.
 
     Fixed: ``tokens_per_tile`` per image. AnyRes (``grids``): the image is cut into the best-fitting grid of
-    ``tile_size`` tiles plus one overview, each ``tokens_per_tile`` long. ``start_end`` puts ``<im_start>`` before
-    and ``<im_end>`` after each image's tokens (two more tokens, ordinary vocabulary entries).
+    ``tile_size`` tiles plus one overview, and ``layout`` (`scitune.model.anyres.LAYOUTS`) says what the text holds:
+    ``llava-next`` (the default) the overview's ``tokens_per_tile`` (a square feature map), then the tiles' stitched
+    map with its padding cut off, one more token (the newline) per row, exactly as transformers'
+    ``LlavaNextProcessor`` counts; ``tiles`` (older checkpoints) ``tokens_per_tile`` per tile and overview.
+    ``start_end`` puts ``<im_start>`` before and ``<im_end>`` after each image's tokens (two more tokens, ordinary
+    vocabulary entries).
     """
 
     tokens_per_tile: int
     tile_size: int = 0
     grids: tuple[Grid, ...] = ()
     start_end: bool = False
+    layout: str = "llava-next"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"AnyRes layout must be one of {LAYOUTS}, got {self.layout!r}")
+        side = math.isqrt(self.tokens_per_tile)
+        if self.grids and self.layout == "llava-next" and side * side != self.tokens_per_tile:
+            raise ValueError(
+                f"AnyRes (llava-next layout) stitches each tile's features into a square map, but a tile gives "
+                f"{self.tokens_per_tile} tokens; use --model.vision.select patch and no prefix projector"
+            )
 
     def grid(self, size: tuple[int, int]) -> Grid:
         """AnyRes: the (rows, cols) grid an image of ``size`` = (width, height) is tiled with."""
@@ -52,19 +76,29 @@ class ImageTokenRule:
             return self.tokens_per_tile
         if size is None:
             raise ValueError("with AnyRes an image's token count follows its size: give the image's (width, height)")
-        rows, cols = self.grid(tuple(size))
-        return (rows * cols + 1) * self.tokens_per_tile
+        grid = self.grid(tuple(size))
+        if self.layout == "llava-next":
+            return llava_next_token_count(tuple(size), grid, math.isqrt(self.tokens_per_tile))
+        return (grid[0] * grid[1] + 1) * self.tokens_per_tile
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "grids": [format_grid(g) for g in self.grids]}
+        d: dict[str, Any] = {
+            "tokens_per_tile": self.tokens_per_tile,
+            "tile_size": self.tile_size,
+            "grids": [format_grid(g) for g in self.grids],
+            "start_end": self.start_end,
+        }
+        if self.grids:  # without AnyRes the layout means nothing: processor.json stays as it was
+            d["layout"] = self.layout
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImageTokenRule:
+        grids = parse_grids(d.get("grids", []))
+        # an AnyRes processor.json without a layout was written before llava-next existed: its layout is tiles
+        layout = d.get("layout", "tiles" if grids else cls.layout)
         return cls(
-            int(d["tokens_per_tile"]),
-            int(d.get("tile_size", 0)),
-            parse_grids(d.get("grids", [])),
-            bool(d.get("start_end", False)),
+            int(d["tokens_per_tile"]), int(d.get("tile_size", 0)), grids, bool(d.get("start_end", False)), layout
         )
 
 
@@ -72,14 +106,22 @@ class AnyResImageProcessor:
     """Wraps a HF image processor: each image becomes its overview + grid tiles, all flattened in order.
 
     Called like the HF processor, it returns ``pixel_values`` (sum of tiles, C, S, S), image by image with the
-    overview first, and ``image_grids`` (n_images, 2) = (rows, cols) per image.
+    overview first, and ``image_grids`` (n_images, 4) = (rows, cols, height, width) per image: its grid and its
+    original size (the ``llava-next`` layout cuts the padding off by it). In the ``llava-next`` layout the tiles are
+    cut as transformers' ``LlavaNextImageProcessor`` cuts them (canvas padded in black, the base processor's
+    resampling), so an exported model's processor gives the same pixels; ``tiles`` keeps the first scitune cut.
     """
 
     def __init__(self, base: Any, rule: ImageTokenRule):
         self.base, self.rule = base, rule
-        mean = getattr(base, "image_mean", None) or [0.0, 0.0, 0.0]
-        # padding in the mean colour is zero after normalisation, so it reads as "no content" to the encoder
-        self.fill = tuple(int(round(255 * m)) for m in mean[:3])
+        if rule.layout == "llava-next":
+            self.fill = (0, 0, 0)
+            self.resample = int(getattr(base, "resample", None) or Image.Resampling.BICUBIC)
+        else:
+            mean = getattr(base, "image_mean", None) or [0.0, 0.0, 0.0]
+            # padding in the mean colour is zero after normalisation, so it reads as "no content" to the encoder
+            self.fill = tuple(int(round(255 * m)) for m in mean[:3])
+            self.resample = int(Image.Resampling.BICUBIC)
 
     def __call__(self, images: Image.Image | Sequence[Image.Image], return_tensors: str = "pt", **kwargs: Any):
         if return_tensors != "pt":
@@ -87,9 +129,10 @@ class AnyResImageProcessor:
         images = [images] if isinstance(images, Image.Image) else list(images)
         grids = [self.rule.grid(im.size) for im in images]
         tile = self.rule.tile_size
-        tiles = [t for im, g in zip(images, grids) for t in split_tiles(im, g, tile, self.fill)]
+        tiles = [t for im, g in zip(images, grids) for t in split_tiles(im, g, tile, self.fill, self.resample)]
         pix = self.base(images=tiles, return_tensors="pt", **kwargs)["pixel_values"]  # (sum tiles, C, S, S)
-        return {"pixel_values": pix, "image_grids": torch.tensor(grids, dtype=torch.long).reshape(-1, 2)}
+        layout = [(*g, im.height, im.width) for im, g in zip(images, grids)]
+        return {"pixel_values": pix, "image_grids": torch.tensor(layout, dtype=torch.long).reshape(-1, 4)}
 
     def save_pretrained(self, path: Any, **kwargs: Any) -> Any:
         """Saves the base processor (the grids live in ``processor.json``)."""
@@ -100,6 +143,7 @@ class AnyResImageProcessor:
             **self.base.to_dict(),
             "anyres_grids": [format_grid(g) for g in self.rule.grids],
             "anyres_tile": self.rule.tile_size,
+            "anyres_layout": self.rule.layout,
         }
 
     def __getattr__(self, name: str) -> Any:

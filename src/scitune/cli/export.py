@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     )
     sub = p.add_subcommands(dest="action")
     for name, help_ in (
-        ("hf", "write a folder that LlavaForConditionalGeneration + AutoProcessor load"),
+        ("hf", "a folder transformers loads: Llava(Next)ForConditionalGeneration + AutoProcessor"),
         ("merge-lora", "merge LoRA adapters into the LLM weights (a full scitune checkpoint)"),
     ):
         sp = parser(f"export {name}", help_)

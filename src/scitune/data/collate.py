@@ -14,7 +14,8 @@ def collate(batch: list[dict[str, Any]], pad_id: int, padding_side: str = "right
 
     Images of all samples are concatenated in sample order into ``pixel_values`` (n_images, C, H, W), matching
     the order of image-token runs in the flattened batch. AnyRes samples bring their tiles in ``pixel_values``
-    (n_tiles, C, H, W) and their grids in ``image_grids`` (n_images, 2), concatenated the same way.
+    (n_tiles, C, H, W) and their grids in ``image_grids`` (n_images, 4: rows, cols, height, width), concatenated the
+    same way.
     """
     longest = max(len(b["input_ids"]) for b in batch)
     ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)

@@ -117,6 +117,14 @@ class Sample:
     images: list[Path]
 
 
+def too_long(n_tokens: int, n_image_tokens: int, max_length: int) -> str:
+    """The problem of a sample over the context."""
+    return (
+        f"sample is {n_tokens} tokens (incl. {n_image_tokens} image tokens), over the context "
+        f"--data.max_length={max_length}; shorten it or raise the limit (nothing is cut silently)"
+    )
+
+
 def check_record(
     rec: dict[str, Any],
     processor: TextEncoder,
@@ -124,9 +132,11 @@ def check_record(
     max_length: int,
     image_placement: str = "as-is",
     image_check: ImageCheck | None = None,
+    image_size: Callable[[Path], tuple[int, int]] | None = None,
 ) -> Sample:
     """Validate one record and encode it with ``processor``; raise ``ValueError``/`DataError` describing the first
-    problem."""
+    problem. ``image_size`` gives an image's (width, height) and raises `DataError` for a bad one (default: decode
+    the image in full, `load_image`)."""
     check = image_check or ImageCheck()
     token = processor.image_token
     rec = place_image_tokens(rec, image_placement, token=token)
@@ -135,14 +145,10 @@ def check_record(
     n_placeholders = sum(m.content.count(token) for m in messages if m.role == "user")
     if n_placeholders != len(images):
         raise ValueError(f"{n_placeholders} {token} placeholder(s) but {len(images)} image(s)")
-    sizes = [load_image(p, check.max_pixels).size for p in images]
+    sizes = [image_size(p) if image_size else load_image(p, check.max_pixels).size for p in images]
     enc = processor.encode(messages, sizes)  # AnyRes: each image's token count follows its tile grid
     if len(enc) > max_length:
-        n_image_tokens = sum(processor.image_tokens(s) for s in sizes)
-        raise ValueError(
-            f"sample is {len(enc)} tokens (incl. {n_image_tokens} image tokens), over the context "
-            f"--data.max_length={max_length}; shorten it or raise the limit (nothing is cut silently)"
-        )
+        raise ValueError(too_long(len(enc), sum(processor.image_tokens(s) for s in sizes), max_length))
     if not any(label != -100 for label in enc.labels):
         raise ValueError("sample has no trainable (assistant) tokens")
     return Sample(str(rec.get("id", "")), enc, images)
@@ -179,10 +185,11 @@ def _line_of(location: str) -> int:
 
 
 class SupervisedDataset(torch.utils.data.Dataset):
-    """Validated samples; images are loaded and preprocessed on access.
+    """Validated samples (a list, or `scitune.data.validated.RecordSamples`, which reads each record on access);
+    images are loaded and preprocessed on access.
 
-    An image that cannot be read any more (changed or removed after validation) does not stop the run here: the
-    item comes back as ``{"bad": {id, file, problem}}`` and the training loop skips it and counts it.
+    An image or a record that cannot be read any more (changed or removed after validation) does not stop the run
+    here: the item comes back as ``{"bad": {id, file, problem}}`` and the training loop skips it and counts it.
     """
 
     def __init__(
@@ -206,7 +213,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
         return [len(s.encoded) for s in self.samples]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        s = self.samples[i]
+        try:
+            s = self.samples[i]  # lazy samples (`scitune.data.validated.RecordSamples`) read and encode it here
+        except DataError as e:
+            return {"bad": {"id": getattr(e, "record_id", "?"), "index": i, "problem": str(e)}}
         item: dict[str, Any] = {
             "input_ids": torch.tensor(s.encoded.input_ids),
             "labels": torch.tensor(s.encoded.labels),
@@ -216,7 +226,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
             from scitune.data.feature_store import image_key
 
             keys = [self._keys.setdefault(p, image_key(p)) for p in s.images]
-            item["image_features"] = torch.stack([self.feature_store.get(k) for k in keys])
+            item.update(self.feature_store.features(keys))  # AnyRes: every image's tiles, and the grids
         elif s.images:
             try:
                 imgs = [load_image(p, self.max_pixels) for p in s.images]

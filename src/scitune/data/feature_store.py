@@ -1,10 +1,12 @@
-"""A cache of frozen vision-encoder features: sharded safetensors keyed by image content hash + encoder identity."""
+"""A cache of frozen vision-encoder features: sharded safetensors keyed by image content hash + encoder identity. With
+AnyRes an image's entry holds its overview's and tiles' features, and the manifest its grid and size."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +56,31 @@ class FeatureStore:
                 f"encoder is {json.dumps(expected_identity)}; rebuild the cache for this encoder/layer/image size"
             )
         self.index: dict[str, str] = self.manifest["index"]  # key -> shard file
+        # AnyRes: key -> (rows, cols, height, width), the image's grid and original size
+        self.grids: dict[str, list[int]] = self.manifest.get("grids") or {}
         self._open: dict[str, Any] = {}
         self._safe_open = safe_open
 
     def __contains__(self, key: str) -> bool:
         return key in self.index
 
+    def features(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A sample's cached inputs for the model, images in order: ``image_features`` (n, N, D); with AnyRes every
+        image's overview and tiles, (n_tiles, N, D), and ``image_grids`` (n, 4) as the processor makes them."""
+        if not self.grids:
+            return {"image_features": torch.stack([self.get(k) for k in keys])}
+        missing = [k for k in keys if k not in self.grids]
+        if missing:
+            raise DataError(
+                f"{self.root}: no AnyRes grid for image {missing[0][:12]}…; rebuild the cache for this data"
+            )
+        return {
+            "image_features": torch.cat([self.get(k) for k in keys]),
+            "image_grids": torch.tensor([self.grids[k] for k in keys], dtype=torch.long).reshape(-1, 4),
+        }
+
     def get(self, key: str) -> torch.Tensor:
-        """Features of one image, (N, D)."""
+        """Features of one image, (N, D); with AnyRes of its overview and tiles, (1 + rows*cols, N, D)."""
         shard = self.index.get(key)
         if shard is None:
             raise DataError(f"{self.root}: no cached features for image {key[:12]}…; rebuild the cache for this data")
@@ -83,12 +102,16 @@ class FeatureStoreWriter:
         self.root, self.identity, self.shard_size = Path(root), identity, shard_size
         self.root.mkdir(parents=True, exist_ok=True)
         self.index: dict[str, str] = {}
+        self.grids: dict[str, list[int]] = {}
         self.pending: dict[str, torch.Tensor] = {}
         self.n_shards = 0
 
-    def add(self, key: str, features: torch.Tensor) -> None:
+    def add(self, key: str, features: torch.Tensor, grid: Sequence[int] | None = None) -> None:
+        """Store one image's features; with AnyRes ``grid`` is its (rows, cols, height, width)."""
         if key in self.index or key in self.pending:
             return
+        if grid is not None:
+            self.grids[key] = [int(x) for x in grid]
         self.pending[key] = features.detach().to("cpu").contiguous()
         if len(self.pending) >= self.shard_size:
             self.flush()
@@ -109,5 +132,7 @@ class FeatureStoreWriter:
     def close(self) -> dict[str, Any]:
         self.flush()
         manifest = {"identity": self.identity, "index": self.index, "shards": self.n_shards, "images": len(self.index)}
+        if self.grids:
+            manifest["grids"] = self.grids
         write_json(self.root / MANIFEST, manifest, indent=None)
         return manifest

@@ -93,12 +93,16 @@ class SeparatorTemplate(ChatTemplate):
         for m in messages:
             if m.role == "user":
                 segs.append(Segment(self.user_prefix + m.content + self.user_suffix))
-            else:
-                segs.append(Segment(self.assistant_prefix))
-                segs.append(Segment(m.content + self._end(tokenizer), trainable=True))
-        if prompt:
-            segs.append(Segment(self.assistant_prefix))
+            else:  # "ROLE:" untrained, then " reply END" trained (the space too: LLaVA trains the token holding it)
+                segs.append(Segment(self.assistant_prefix.rstrip()))
+                segs.append(Segment(self.reply_join + m.content + self._end(tokenizer), trainable=True))
+        if prompt:  # LLaVA's get_prompt: the open turn is "ROLE:", the reply brings its own leading space
+            segs.append(Segment(self.assistant_prefix.rstrip()))
         return [s for s in segs if s.text]
+
+    @property
+    def reply_join(self) -> str:  # type: ignore[override]
+        return self.assistant_prefix[len(self.assistant_prefix.rstrip()) :]
 
     def stop(self, tokenizer: Any = None) -> list[str]:
         return [self._end(tokenizer)]

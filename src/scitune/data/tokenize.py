@@ -1,4 +1,4 @@
-"""Tokenization that builds labels per segment while encoding: only assistant tokens are trained."""
+"""Tokenization that labels while encoding: only the tokens of assistant (trainable) segments are trained."""
 
 from __future__ import annotations
 
@@ -67,15 +67,23 @@ def _encode_text(tokenizer: Any, text: str, slots: ImageSlots | None, first_imag
     pieces = text.split(slots.placeholder) if slots is not None else [text]
     for i, piece in enumerate(pieces):
         if i:
-            ids.extend([*slots.before, *[slots.token_id] * slots.count_of(first_image + i - 1), *slots.after])
+            ids.extend(_image_ids(slots, first_image + i - 1))
         if piece:
             ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
     return ids, len(pieces) - 1
 
 
-def encode_segments(segments: list[Segment], tokenizer: Any, slots: ImageSlots | None, add_bos: bool) -> Encoded:
-    """Tokenize each segment and label it at once (trainable segments keep their ids as labels).
+def _image_ids(slots: ImageSlots, index: int) -> list[int]:
+    return [*slots.before, *[slots.token_id] * slots.count_of(index), *slots.after]
 
+
+def encode_segments(segments: list[Segment], tokenizer: Any, slots: ImageSlots | None, add_bos: bool) -> Encoded:
+    """Tokenize a rendered conversation and label it: tokens of trainable segments keep their ids as labels.
+
+    With a fast tokenizer the whole text is tokenized at once (image placeholders split it, as the special tokens
+    they are), so the ids are those of the text, as LLaVA's preprocessing and ``apply_chat_template`` give them, not
+    of each segment on its own (they differ where a segment ends in a space); a token is trained when its last
+    character belongs to a trainable segment. A slow tokenizer (no offsets) tokenizes segment by segment.
     ``slots`` None: text-only (no image placeholder is expanded).
     """
     ids: list[int] = []
@@ -83,15 +91,41 @@ def encode_segments(segments: list[Segment], tokenizer: Any, slots: ImageSlots |
     if add_bos and tokenizer.bos_token_id is not None:
         ids.append(tokenizer.bos_token_id)
         labels.append(IGNORE_INDEX)
-    n_images = 0
     for seg in segments:
-        seg_ids, n = _encode_text(tokenizer, seg.text, slots, n_images)
-        if n and seg.trainable:
+        if seg.trainable and slots is not None and slots.placeholder in seg.text:
             raise ValueError("an assistant turn contains the image placeholder; images belong in human turns")
-        n_images += n
-        ids.extend(seg_ids)
-        labels.extend(seg_ids if seg.trainable else [IGNORE_INDEX] * len(seg_ids))
-    return Encoded(ids, labels, n_images)
+    if not getattr(tokenizer, "is_fast", False):
+        n_images = 0
+        for seg in segments:
+            seg_ids, n = _encode_text(tokenizer, seg.text, slots, n_images)
+            n_images += n
+            ids.extend(seg_ids)
+            labels.extend(seg_ids if seg.trainable else [IGNORE_INDEX] * len(seg_ids))
+        return Encoded(ids, labels, n_images)
+    import bisect
+
+    text = "".join(seg.text for seg in segments)
+    starts, trainable, pos = [], [], 0
+    for seg in segments:
+        starts.append(pos)
+        trainable.append(seg.trainable)
+        pos += len(seg.text)
+    pieces = text.split(slots.placeholder) if slots is not None else [text]
+    offset = 0
+    for i, piece in enumerate(pieces):
+        if i:
+            image = _image_ids(slots, i - 1)
+            ids.extend(image)
+            labels.extend([IGNORE_INDEX] * len(image))
+            offset += len(slots.placeholder)
+        if piece:
+            enc = tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True)
+            for tid, (s, e) in zip(enc["input_ids"], enc["offset_mapping"]):
+                last = offset + (e - 1 if e > s else s)  # the token's last character (an empty span: where it stands)
+                ids.append(tid)
+                labels.append(tid if trainable[bisect.bisect_right(starts, min(last, pos - 1)) - 1] else IGNORE_INDEX)
+        offset += len(piece)
+    return Encoded(ids, labels, len(pieces) - 1)
 
 
 class TextEncoder(Protocol):

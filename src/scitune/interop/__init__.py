@@ -1,2 +1,2 @@
-"""Interoperability with other layouts: llava-hf (transformers) export and import, original LLaVA checkpoints.
-This layer sees both the model and the processor."""
+"""Interoperability with other layouts: llava-hf (transformers Llava / LlavaNext) export and import, original LLaVA
+checkpoints. This layer sees both the model and the processor."""

@@ -238,14 +238,16 @@ def load_model(
     llm_dim = _unwrap(llm).get_input_embeddings().embedding_dim
     pm = meta["projector"]
     projector = build_projector(pm["name"], vision.hidden_size, llm_dim, pm.get("num_tokens", 0))
-    projector.load_state_dict(load_file(str(p / "projector.safetensors")))
     adapters = None
     if meta.get("adapter"):
         adapters = AdapterSet(llm, meta["adapter"]["name"], meta["adapter"]["downsample_factor"])
         adapters.load_state_dict(load_file(str(p / "adapters.safetensors")))
     ident = {k: meta[k] for k in ("vision", "llm", "projector", "adapter") if k in meta}
     grids = parse_grids(v.get("anyres", []))
-    model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident, adapters, grids)
+    # an AnyRes checkpoint that does not name its layout predates llava-next: tiles
+    layout = v.get("anyres_layout", "tiles")
+    model = VisionLanguageModel(vision, projector, llm, meta["image_token_id"], ident, adapters, grids, layout)
+    model.projector.load_state_dict(load_file(str(p / "projector.safetensors")))  # with the model's image_newline
     load_added_rows(model, p / ADDED_ROWS_FILE)
     if model.num_image_tokens != meta["num_image_tokens"]:
         raise ValueError(

@@ -12,8 +12,9 @@ from torch.utils.data import Sampler
 
 from scitune.config.schema import RunConfig
 from scitune.data.collate import collate, collate_packed
-from scitune.data.dataset import ImageCheck, SupervisedDataset, validate_file
+from scitune.data.dataset import ImageCheck, SupervisedDataset
 from scitune.data.sampler import BatchPlan
+from scitune.data.validated import lazy_dataset, validate_records
 from scitune.io import DataError, write_jsonl
 from scitune.train.stages import trains_vision
 
@@ -67,19 +68,23 @@ def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, row_leng
 
 
 def load_data(cfg: RunConfig, model, processor, out_dir: Path, is_main: bool) -> SupervisedDataset:
-    """Validate every record with the processor before training; stop with the full report or skip bad ones if
-    asked."""
+    """Validate every record with the processor before training (streamed, with a progress bar; the verdict is
+    cached, so a second launch on the same data and settings skips it); stop with the full report or skip bad ones
+    if asked. The dataset reads each record from the file when training asks for it."""
     if not cfg.data.train:
         raise ValueError("no training data: set --data.train PATH")
     check = ImageCheck(cfg.data.max_image_pixels or None, cfg.data.allow_outside_root)
-    samples, report = validate_file(
-        cfg.data.train,
+    data = cfg.data
+    validated = validate_records(
+        data.train,
         processor,
-        cfg.data.image_root,
-        cfg.data.max_length,
-        cfg.data.image_placement,
+        data.image_root,
+        data.max_length,
+        data.image_placement,
         check,
+        is_main and cfg.train.progress,
     )
+    report = validated.report
     if not report.ok:
         if not cfg.data.skip_bad_samples:
             log.error(report.summary(limit=50))
@@ -91,7 +96,8 @@ def load_data(cfg: RunConfig, model, processor, out_dir: Path, is_main: bool) ->
         log.warning(report.summary(limit=10))
         if is_main:
             write_jsonl(out_dir / "skipped.jsonl", (asdict(p) for p in report.problems))
-    log.info("data: %d usable samples of %d in %s", len(samples), report.total, cfg.data.train)
+    how = "from cache" if validated.from_cache else f"validated in {validated.seconds:.1f} s"
+    log.info("data: %d usable of %d (%s) in %s", len(validated), report.total, how, cfg.data.train)
     store = None
     if cfg.data.feature_cache:
         from scitune.data.feature_store import FeatureStore
@@ -102,9 +108,7 @@ def load_data(cfg: RunConfig, model, processor, out_dir: Path, is_main: bool) ->
                 "--data.feature_cache needs a frozen vision encoder; unset --model.vision.trainable "
                 "(and use --train.stage align or finetune)"
             )
-        if model.anyres_grids:
-            raise ValueError("--data.feature_cache stores one feature map per image; it cannot serve AnyRes tiles")
         store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model, processor))
-    if not samples:
+    if not len(validated):
         raise DataError(f"{cfg.data.train}: no usable records (all {report.total} are bad)")
-    return SupervisedDataset(samples, processor.images, store, check.max_pixels)
+    return lazy_dataset(validated, processor, data.image_root, data.max_length, data.image_placement, check, store)

@@ -1,4 +1,5 @@
-"""Build the frozen-feature cache for the align stage (`scitune data cache-features`)."""
+"""Build the frozen-feature cache for the align stage (`scitune data cache-features`); with AnyRes it stores every
+image's overview and tiles."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def build_feature_cache(
     """Run the (frozen) vision encoder once per distinct image of ``data`` and store its features.
 
     Give a whole ``loaded`` model and processor (`scitune.loader.Loaded`), or ``loaded=None`` and
-    ``vision=(encoder, image_processor, identity)`` (what `build_vision_side` returns: no LLM is loaded).
+    ``vision=(encoder, image_processor, identity)`` (what `build_vision_side` returns: no LLM is loaded). With an
+    AnyRes image processor each image's entry is its overview's and tiles' features, (1 + rows*cols, N, D), with its
+    grid and size (`scitune.data.feature_store.FeatureStore.features`).
     """
     from tqdm.auto import tqdm
 
@@ -59,24 +62,36 @@ def build_feature_cache(
     encoder.eval()
     for i in tqdm(range(0, len(paths), batch_size), desc="features", disable=not progress):
         chunk = paths[i : i + batch_size]
-        pix = processor(images=[load_image(Path(p), max_pixels) for p in chunk], return_tensors="pt")["pixel_values"]
-        feats = encoder(pix.to(device))  # (b, N, D)
-        for p, f in zip(chunk, feats):
-            writer.add(image_key(p), f)
+        out = processor(images=[load_image(Path(p), max_pixels) for p in chunk], return_tensors="pt")
+        feats = encoder(out["pixel_values"].to(device))  # (b, N, D); AnyRes: (tiles of the b images, N, D)
+        grids = out.get("image_grids")
+        if grids is None:
+            for p, f in zip(chunk, feats):
+                writer.add(image_key(p), f)
+            continue
+        at = 0
+        for p, grid in zip(chunk, grids.tolist()):
+            n = grid[0] * grid[1] + 1
+            writer.add(image_key(p), feats[at : at + n], grid)
+            at += n
     return writer.close()
 
 
 def build_vision_side(cfg: ModelConfig, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
     """``(encoder, image_processor, identity)`` of a model config, without loading its LLM; ``device`` ``auto`` is
-    cuda when available, else cpu."""
+    cuda when available, else cpu. With ``--model.vision.anyres`` the image processor cuts tiles as the model's
+    processor does (`scitune.processor.AnyResImageProcessor`)."""
+    from scitune.model.anyres import parse_grids
     from scitune.model.builders import vision_identity
     from scitune.model.llm import DTYPES
     from scitune.model.vision import load_vision_encoder
+    from scitune.processor import AnyResImageProcessor, ImageTokenRule
 
     v = cfg.vision
-    if v.anyres:
-        raise ValueError("the feature cache stores one feature map per image; unset --model.vision.anyres")
     encoder, processor = load_vision_encoder(v.name, v.path, v.feature_layer, v.select, DTYPES[cfg.llm.dtype])
+    if v.anyres:  # the rule a new model of this config gets (`scitune.loader.build`)
+        rule = ImageTokenRule(cfg.projector.num_tokens or encoder.num_tokens, encoder.image_size, parse_grids(v.anyres))
+        processor = AnyResImageProcessor(processor, rule)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return encoder.to(device), processor, vision_identity(v)

@@ -61,7 +61,8 @@ def test_trained_tokens_are_exactly_the_assistant_text(name, tok):
     enc = encode_conversation(msgs, tok, template)
     spans = _trained_spans(enc.input_ids, enc.labels)
     decoded = [tok.decode(s) for s in spans]
-    want = [m.content + EXPECTED_ENDS[name] for m in msgs if m.role == "assistant"]
+    join = template.reply_join  # the space after "ROLE:" is the reply's (LLaVA trains the token that holds it)
+    want = [join + m.content + EXPECTED_ENDS[name] for m in msgs if m.role == "assistant"]
     assert decoded == want
     # image tokens are present, expanded, and never trained
     img = tok.convert_tokens_to_ids("<image>")
@@ -116,7 +117,8 @@ THREE_TURNS = [
 def test_multi_turn_every_assistant_turn_and_its_stop_is_trained(name, tok):
     enc = encode_conversation(THREE_TURNS, tok, get_template(name))
     decoded = [tok.decode(s) for s in _trained_spans(enc.input_ids, enc.labels)]
-    assert decoded == [m.content + EXPECTED_ENDS[name] for m in THREE_TURNS if m.role == "assistant"]
+    join = get_template(name).reply_join
+    assert decoded == [join + m.content + EXPECTED_ENDS[name] for m in THREE_TURNS if m.role == "assistant"]
 
 
 def test_image_placement_is_seeded_per_record():

@@ -1,5 +1,6 @@
 """MAGMA adapters on several LM families, LiMBeR encoders (ViT grid, BEiT grid, ResNet pooled -> k tokens),
-LoRA/QLoRA checks, and the transformers Llava export/import round trip."""
+LoRA/QLoRA checks, and the transformers Llava export/import round trip with its chat template (the AnyRes export to
+LlavaNext is in test_llava_next.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from scitune.config.schema import LoraConfig
+from scitune.data.conversation import Message
 from scitune.interop.hf_llava import export_hf, import_hf
 from scitune.loader import load, save_checkpoint, tiny_vlm
 from scitune.model.adapters import AdapterSet
@@ -156,7 +158,7 @@ def test_hf_export_parity_and_roundtrip(projector, tmp_path):
     proc = AutoProcessor.from_pretrained(tmp_path / "hf")
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What type of figure?"}]}]
     text = proc.apply_chat_template(msgs, add_generation_prompt=True)
-    assert text.endswith("###Human: <image>What type of figure?###Assistant: ")
+    assert text.startswith("<s>A chat") and text.endswith("###Human: <image>\nWhat type of figure?###Assistant:")
     inputs = proc(images=Image.new("RGB", (40, 30), "red"), text=text, return_tensors="pt")
     assert int((inputs["input_ids"] == m.image_token_id).sum()) == m.num_image_tokens
     ours = m(inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]).logits
@@ -182,3 +184,75 @@ def test_import_refuses_other_architectures(tmp_path):
     LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4).save_pretrained(tmp_path / "llama")
     with pytest.raises(ValueError, match="not 'llava'"):
         import_hf(tmp_path / "llama")
+
+
+@pytest.mark.parametrize("template", ["scitune", "llava-v0", "llava-v0-simple", "vicuna-v1"])
+def test_exported_processor_generates_what_scitune_generates(template, tmp_path):
+    """AutoProcessor(export) + apply_chat_template + LlavaForConditionalGeneration give scitune's own prompt ids and
+    greedy tokens (`Generator`) for the same image and question."""
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from scitune.infer.engine import GenerationEngine
+    from scitune.infer.generate import GenerationConfig, Generator, Prompt
+
+    m, processor = tiny_vlm(template=template)
+    export_hf(m, processor, tmp_path / "hf")
+    hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    proc = AutoProcessor.from_pretrained(tmp_path / "hf")
+    image, question = Image.new("RGB", (40, 30), "red"), "What type of figure?"
+    msgs = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
+    inputs = proc.apply_chat_template(
+        msgs, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    gen, prompt, cfg = Generator(m, processor), Prompt.single(question, [image]), GenerationConfig(max_new_tokens=12)
+    (request,) = gen.requests([prompt], cfg)  # what Generator.generate runs: "<image>\n" + question, its pixels
+    assert inputs["input_ids"][0].tolist() == list(request.input_ids)
+    assert torch.equal(inputs["pixel_values"], request.pixel_values)
+    tok = processor.tokenizer
+    theirs = hf.generate(
+        **inputs, max_new_tokens=12, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )[0, inputs["input_ids"].shape[1] :].tolist()
+    (done,) = GenerationEngine(m, processor, max_batch_size=0, admission="static").run([request])
+    # scitune may stop earlier, at the template's stop string; up to there every greedy token is the same
+    assert done.token_ids and done.token_ids == theirs[: len(done.token_ids)]
+    assert len(done.token_ids) == len(theirs) or done.finish_reason == "stop"
+    assert gen.generate([prompt], cfg) == [done.text]
+
+
+@pytest.mark.parametrize("template", ["scitune", "vicuna-v1", "plain", "chat-template", "llava-v0", "llava-v0-simple"])
+def test_exported_chat_template_renders_scitune_text(template):
+    from scitune.interop.chat_template import jinja_chat_template
+
+    _, processor = tiny_vlm(template=template)
+    jinja = jinja_chat_template(processor)  # also checked against scitune's rendering on probe conversations
+    tok = processor.tokenizer
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Why?"}]}]
+    text = tok.apply_chat_template(msgs, chat_template=jinja, tokenize=False, add_generation_prompt=True)
+    segments = processor.template.render_prompt([Message("user", "<image>\nWhy?")], tok)
+    assert text == (tok.bos_token if processor.template.add_bos else "") + "".join(s.text for s in segments)
+
+
+def test_chat_template_that_cannot_be_rendered_exactly_is_refused():
+    from scitune.data.templates import ChatTemplate, LlavaV0Template
+    from scitune.interop.chat_template import check_chat_template, jinja_chat_template
+
+    m, processor = tiny_vlm(template="llava-v0")
+    with pytest.raises(ValueError, match="'llava-v0' cannot be exported exactly"):
+        check_chat_template(processor, jinja_chat_template(processor).replace("### Human: ", "### User: "))
+
+    class Shouting(LlavaV0Template):  # a template whose text Jinja cannot follow (it rewrites the content)
+        def turn(self, message):
+            seg = super().turn(message)
+            return type(seg)(seg.text.upper(), seg.trainable)
+
+    processor.template, processor.template_name = Shouting(), "shouting"
+    with pytest.raises(ValueError, match="'shouting' cannot be exported exactly"):
+        export_hf(m, processor, "unused")
+
+    class Unknown(ChatTemplate):  # no rendering that the export knows how to write in Jinja
+        name = "unknown"
+
+    processor.template, processor.template_name = Unknown(), "unknown"
+    with pytest.raises(ValueError, match="'unknown' has no Jinja form"):
+        jinja_chat_template(processor)
