@@ -1,17 +1,19 @@
-"""Batched generation (left padding, KV cache, greedy or sampling, stop strings) and a chat session."""
+"""Offline generation on top of `scitune.infer.engine`: prompts (messages + images) in, texts out, and a chat
+session."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from PIL import Image
 
 from scitune.config.schema import DEFAULT_IMAGE_TOKEN, GenerationConfig
 from scitune.data.collate import collate
 from scitune.data.conversation import Message
 from scitune.images import open_image  # noqa: F401 (re-exported: generate, chat and eval open images here)
+from scitune.infer.engine import GenerationEngine, GenerationRequest
 from scitune.model.vlm import VisionLanguageModel
 from scitune.processor import Processor
 
@@ -35,69 +37,61 @@ class Prompt:
         return cls([Message("user", text)], images)
 
 
-def _cut_at_stop(text: str, stops: list[str]) -> str:
-    cut = len(text)
-    for s in stops:
-        if s and (i := text.find(s)) >= 0:
-            cut = min(cut, i)
-    return text[:cut]
-
-
 class Generator:
-    """Generates text for batches of prompts with one model and its processor."""
+    """Generates text for batches of prompts with one model and its processor (through `GenerationEngine`)."""
 
     def __init__(self, model: VisionLanguageModel, processor: Processor):
         self.model, self.processor = model, processor
         self.stops = processor.stop_strings()
 
+    def _encode(self, p: Prompt, max_new_tokens: int) -> dict[str, Any]:
+        item = self.processor(p.messages, p.images, prompt=True)
+        n, context = len(item["input_ids"]), self.model.context_length
+        if context and n + max_new_tokens > context:
+            raise ValueError(
+                f"--gen.max_new_tokens: the prompt is {n} tokens (images included) and {max_new_tokens} new "
+                f"tokens would make {n + max_new_tokens}, over the model's context of {context} tokens; "
+                "shorten the prompt or lower --gen.max_new_tokens"
+            )
+        return item
+
     def _batch(self, prompts: list[Prompt], max_new_tokens: int = 0) -> dict[str, Any]:
-        items = []
-        context = self.model.context_length
-        for p in prompts:
-            item = self.processor(p.messages, p.images, prompt=True)
-            n = len(item["input_ids"])
-            if context and n + max_new_tokens > context:
-                raise ValueError(
-                    f"--gen.max_new_tokens: the prompt is {n} tokens (images included) and {max_new_tokens} new "
-                    f"tokens would make {n + max_new_tokens}, over the model's context of {context} tokens; "
-                    "shorten the prompt or lower --gen.max_new_tokens"
-                )
-            items.append(item)
+        """The prompts encoded and left-padded as one batch (what the engine's prefill of them sees)."""
+        items = [self._encode(p, max_new_tokens) for p in prompts]
         return collate(items, self.processor.pad_token_id, padding_side="left")
 
-    @torch.no_grad()
+    def requests(
+        self, prompts: list[Prompt], cfg: GenerationConfig, on_delta: Callable[[str], None] | None = None
+    ) -> list[GenerationRequest]:
+        """Engine requests for ``prompts`` with the settings of ``cfg`` (greedy when its temperature is 0)."""
+        out = []
+        for p in prompts:
+            item = self._encode(p, cfg.max_new_tokens)
+            out.append(
+                GenerationRequest(
+                    item["input_ids"].tolist(),
+                    item["pixel_values"],
+                    item.get("image_grids"),
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    stops=list(cfg.stop),
+                    on_delta=on_delta,
+                )
+            )
+        return out
+
     def generate(self, prompts: list[Prompt], cfg: GenerationConfig | None = None, use_cache: bool = True) -> list[str]:
-        """Complete each prompt; the text is cut at the template's stop string and any ``cfg.stop``."""
+        """Complete each prompt, all in one batch; the text ends at EOS, the template's stop string or ``cfg.stop``.
+
+        Sampled rows (``cfg.temperature > 0``) draw from torch's global generator: ``torch.manual_seed`` first makes
+        a run repeatable.
+        """
         cfg = cfg or GenerationConfig()
         if not prompts:
             return []
-        batch = self._batch(prompts, cfg.max_new_tokens)
-        dev = self.model.device
-        tok = self.processor.tokenizer
-        stops = self.stops + list(cfg.stop)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": cfg.max_new_tokens,
-            "use_cache": use_cache,
-            "pad_token_id": tok.pad_token_id,
-            "eos_token_id": tok.eos_token_id,
-        }
-        if cfg.temperature > 0:
-            kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stops:
-            kwargs.update(stop_strings=stops, tokenizer=tok)
-        pv = None if batch["pixel_values"] is None else batch["pixel_values"].to(dev)
-        grids = batch.get("image_grids")
-        out = self.model.generate(
-            batch["input_ids"].to(dev),
-            batch["attention_mask"].to(dev),
-            pv,
-            None if grids is None else grids.to(dev),
-            **kwargs,
-        )
-        texts = tok.batch_decode(out, skip_special_tokens=True)
-        return [_cut_at_stop(t, stops).strip() for t in texts]
+        engine = GenerationEngine(self.model, self.processor, max_batch_size=0, admission="static", use_cache=use_cache)
+        return [c.text for c in engine.run(self.requests(prompts, cfg))]
 
 
 class ChatSession:
@@ -115,14 +109,17 @@ class ChatSession:
         self.messages: list[Message] = [Message("system", system)] if system else []
         self.images: list[Image.Image] = []
 
-    def ask(self, text: str, image: Image.Image | None = None) -> str:
+    def ask(self, text: str, image: Image.Image | None = None, on_delta: Callable[[str], None] | None = None) -> str:
+        """The reply to ``text`` (and ``image``); ``on_delta`` receives it piece by piece while it is generated."""
         token = self.gen.processor.image_token
         if image is not None:
             self.images.append(image)
             if token not in text:
                 text = token + "\n" + text
         self.messages.append(Message("user", text))
-        reply = self.gen.generate([Prompt(list(self.messages), list(self.images))], self.cfg)[0]
+        prompt = Prompt(list(self.messages), list(self.images))
+        engine = GenerationEngine(self.gen.model, self.gen.processor, max_batch_size=1)
+        reply = engine.run(self.gen.requests([prompt], self.cfg, on_delta))[0].text
         self.messages.append(Message("assistant", reply))
         return reply
 

@@ -1,7 +1,8 @@
 """The HTTP side of `scitune serve`: OpenAI-compatible routes, errors in OpenAI's shape, the chat page.
 
-Generation happens in `scitune.serve.batcher`; request checks in `scitune.serve.prepare`; the Host check in
-`scitune.serve.hosts`; connection limits and the request-head deadline in `scitune.serve.connections`.
+Generation happens in `scitune.infer.engine` (queued by `scitune.serve.batcher`); request checks in
+`scitune.serve.prepare`; the Host check in `scitune.serve.hosts`; connection limits and the request-head deadline in
+`scitune.serve.connections`.
 """
 
 from __future__ import annotations
@@ -22,18 +23,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scitune.infer.engine import GenerationEngine
 from scitune.model.vlm import VisionLanguageModel
 from scitune.processor import Processor
-from scitune.serve.batcher import (
-    Batcher,
-    Delta,
-    Failed,
-    Finished,
-    GenerationEngine,
-    Job,
-    overloaded_error,
-    timeout_error,
-)
+from scitune.serve.batcher import Batcher, Delta, Failed, Finished, Job, overloaded_error, timeout_error
 from scitune.serve.bodies import BodyDrainMiddleware, read_body
 from scitune.serve.config import ServeConfig
 from scitune.serve.hosts import HostCheckMiddleware, HostPolicy
@@ -184,18 +177,22 @@ async def complete(request: Request, prep: Prepared, model: str) -> Response:
     return JSONResponse(ChatCompletion(model=model, choices=choices, usage=usage).model_dump())
 
 
-def create_app(model: VisionLanguageModel, processor: Processor, cfg: ServeConfig) -> FastAPI:
+def create_app(
+    model: VisionLanguageModel, processor: Processor, cfg: ServeConfig, admission: str = "continuous"
+) -> FastAPI:
     """The FastAPI app serving ``model``; the batcher starts and stops with the app's lifespan.
 
     Args:
         model: a loaded `VisionLanguageModel`.
         processor: its processor (`scitune.loader.load` returns both).
         cfg: server settings and limits.
+        admission: the engine's admission policy, ``continuous`` (requests join the running batch between decode
+            steps) or ``static`` (only into an empty batch; the baseline `benchmarks/serve.py` compares against).
     """
     name = served_name(cfg)
     preparer = RequestPreparer(model, processor, cfg, name)
-    engine = GenerationEngine(model, processor)
-    batcher = Batcher(engine, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
+    engine = GenerationEngine(model, processor, cfg.max_batch_size, admission, cfg.max_wait_ms / 1000)
+    batcher = Batcher(engine, cfg.max_queue)
     created = int(time.time())
     preparing = 0  # requests admitted and not yet queued (parsing, decoding images, tokenizing)
 
@@ -239,7 +236,7 @@ def create_app(model: VisionLanguageModel, processor: Processor, cfg: ServeConfi
     async def health() -> dict:
         conns = app.state.connections
         queue = {"preparing": preparing, "queued": batcher.queued, "max_queue": cfg.max_queue}
-        body = {"status": "ok", "model": name, "batching": batcher.stats.as_dict(), "queue": queue}
+        body = {"status": "ok", "model": name, "batching": batcher.health(), "queue": queue}
         return body | ({"connections": conns.as_dict()} if conns is not None else {})
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])

@@ -1,7 +1,8 @@
-"""Request batching: an asyncio queue of jobs feeding one generation thread, with per-row sampling and stops.
+"""Request queueing for the server: jobs go to the infer engine (`scitune.infer.engine.GenerationEngine`), which one
+generation thread runs; the engine's callbacks come back to the server's event loop as `Delta`/`Finished`/`Failed`.
 
-Every row of a batch keeps its own temperature, top_p, max_tokens, stop strings, deadline and cancel flag, so any
-requests can share a batch, streamed or not; a row that finishes early stops there while the others go on.
+Batching, sampling, stops and streaming all live in the engine; this module only turns a request's ``n`` choices
+into engine requests, counts what waits (for the 503), and starts and stops the thread.
 """
 
 from __future__ import annotations
@@ -9,18 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from scitune.data.collate import collate
-from scitune.model.vlm import VisionLanguageModel
-from scitune.processor import Processor
+from scitune.infer.engine import Completion, GenerationEngine, GenerationRequest
 from scitune.serve.schema import ApiError
 
 log = logging.getLogger(__name__)
@@ -51,38 +48,6 @@ class Failed:
     error: ApiError
 
 
-@dataclass
-class Job:
-    """One request, encoded: ``n`` rows share its prompt; events arrive on ``events`` in the server's loop."""
-
-    input_ids: list[int]
-    pixel_values: torch.Tensor | None = None
-    n: int = 1
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stops: list[str] = field(default_factory=list)
-    stream: bool = False
-    deadline: float = math.inf
-    """``time.monotonic()`` after which the job fails with a 408."""
-    cancelled: bool = False
-    """Set when the client went away: the rows stop at the next token and nothing more is sent."""
-    events: asyncio.Queue | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-
-    def emit(self, event: Delta | Finished | Failed) -> None:
-        """Hand ``event`` to the job's loop (safe from any thread)."""
-        if self.loop is None or self.events is None or self.cancelled:
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the loop is closed: the server is shutting down
-            pass
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 def timeout_error() -> ApiError:
     return ApiError(408, "the request took longer than the server's timeout (--timeout_s)", "timeout")
 
@@ -98,299 +63,143 @@ def overloaded_error(what: str) -> ApiError:
     )
 
 
+def shutdown_error() -> ApiError:
+    return ApiError(503, "the server is shutting down", "shutting_down", type="server_error")
+
+
 @dataclass
-class BatchStats:
-    """What the batcher did: batches run, rows and requests in them, and a histogram of batch sizes (rows)."""
+class Job:
+    """One request, encoded: ``n`` choices share its prompt; events arrive on ``events`` in the server's loop."""
 
-    batches: int = 0
-    rows: int = 0
-    requests: int = 0
-    max_batch_rows: int = 0
-    cancelled: int = 0
-    """Rows stopped early because their client went away."""
-    timed_out: int = 0
-    """Rows stopped at their request's deadline."""
-    sizes: Counter = field(default_factory=Counter)
+    input_ids: list[int]
+    pixel_values: torch.Tensor | None = None
+    image_grids: torch.Tensor | None = None
+    n: int = 1
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stops: list[str] = field(default_factory=list)
+    seed: int | None = None
+    """Choice i samples with its own generator seeded ``seed + i`` (the same text whatever shares the batch)."""
+    stream: bool = False
+    deadline: float = math.inf
+    """``time.monotonic()`` after which the job fails with a 408."""
+    cancelled: bool = False
+    """Set when the client went away: the rows stop at the next step and nothing more is sent."""
+    events: asyncio.Queue | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    rows: list[GenerationRequest] = field(default_factory=list)
+    """The engine requests of the ``n`` choices (made by `requests`)."""
 
-    def record(self, jobs: list[Job]) -> None:
-        n = sum(j.n for j in jobs)
-        self.batches += 1
-        self.rows += n
-        self.requests += len(jobs)
-        self.max_batch_rows = max(self.max_batch_rows, n)
-        self.sizes[n] += 1
+    def emit(self, event: Delta | Finished | Failed) -> None:
+        """Hand ``event`` to the job's loop (safe from any thread)."""
+        if self.loop is None or self.events is None or self.cancelled:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: the server is shutting down
+            pass
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "batches": self.batches,
-            "rows": self.rows,
-            "requests": self.requests,
-            "max_batch_rows": self.max_batch_rows,
-            "cancelled_rows": self.cancelled,
-            "timed_out_rows": self.timed_out,
-            "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())},
-        }
+    def cancel(self) -> None:
+        self.cancelled = True
+        for r in self.rows:
+            r.cancel()
 
+    def requests(self) -> list[GenerationRequest]:
+        """One engine request per choice, whose callbacks emit this job's events."""
+        self.rows = [
+            GenerationRequest(
+                self.input_ids,
+                self.pixel_values,
+                self.image_grids,
+                max_new_tokens=self.max_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                stops=list(self.stops),
+                seed=None if self.seed is None else self.seed + i,
+                deadline=self.deadline,
+                on_delta=self._on_delta(i) if self.stream else None,
+                on_finish=self._on_finish(i),
+                cancelled=self.cancelled,
+            )
+            for i in range(self.n)
+        ]
+        return self.rows
 
-class _Row:
-    """One sequence of a batch: decodes its tokens, checks its stops, and streams the safe part of its text."""
+    def _on_delta(self, index: int):
+        return lambda text: self.emit(Delta(index, text))
 
-    def __init__(self, job: Job, index: int, decode, eos: set[int], stops: list[str], stats: BatchStats):
-        self.job, self.index, self.decode, self.eos, self.stats = job, index, decode, eos, stats
-        self.stops = [s for s in stops + job.stops if s]
-        self.done = False
-        self.streamed = ""  # text already sent
-        self.text = ""
+    def _on_finish(self, index: int):
+        def finish(c: Completion) -> None:
+            if c.finish_reason in ("stop", "length"):
+                self.emit(Finished(index, c.text, c.finish_reason, c.completion_tokens))
+            elif c.finish_reason == "timeout":
+                self.emit(Failed(timeout_error()))
+            elif c.finish_reason == "shutdown":
+                self.emit(Failed(shutdown_error()))
+            elif c.finish_reason == "error":
+                log.error("generation failed for a request: %s", c.error)
+                kind = (c.error or "error").split(":")[0]
+                self.emit(Failed(ApiError(500, f"generation failed: {kind}", "server_error", type="server_error")))
+            # cancelled: the client is gone, nothing to send
 
-    def step(self, ids: list[int], now: float) -> bool:
-        """Look at the generated ids; return True when this row is done."""
-        if self.done:
-            return True
-        if ids and ids[-1] in self.eos:
-            self.text = self._visible(self.decode(ids[:-1]))[0]
-            return self._finish("stop", len(ids))
-        text, hit = self._visible(self.decode(ids))
-        self.text = text
-        if hit:
-            return self._finish("stop", len(ids))
-        if len(ids) >= self.job.max_tokens:
-            return self._finish("length", len(ids))
-        if self.job.cancelled:
-            self.done = True
-            self.stats.cancelled += 1
-            return True
-        if now > self.job.deadline:
-            self.done = True
-            self.stats.timed_out += 1
-            self.job.emit(Failed(timeout_error()))
-            return True
-        if self.job.stream:
-            self._stream(self._safe(text))
-        return False
-
-    def _visible(self, text: str) -> tuple[str, bool]:
-        cut = min((i for s in self.stops if (i := text.find(s)) >= 0), default=-1)
-        return (text[:cut] if cut >= 0 else text).lstrip(), cut >= 0
-
-    def _safe(self, text: str) -> str:
-        # hold back what may still change: trailing whitespace (stripped at the end), a partial UTF-8
-        # character, and a tail that could be the start of a stop string
-        safe, prev = text, None
-        while safe != prev:  # until stable: removing a stop prefix can uncover more whitespace
-            prev = safe
-            safe = safe.rstrip().rstrip("\ufffd")
-            for s in self.stops:
-                for k in range(min(len(s) - 1, len(safe)), 0, -1):
-                    if safe.endswith(s[:k]):
-                        safe = safe[:-k]
-                        break
-        return safe
-
-    def _stream(self, safe: str) -> None:
-        if len(safe) > len(self.streamed) and safe.startswith(self.streamed):
-            self.job.emit(Delta(self.index, safe[len(self.streamed) :]))
-            self.streamed = safe
-
-    def _finish(self, reason: str, n_tokens: int) -> bool:
-        self.done = True
-        final = self.text.strip()
-        if self.job.stream:
-            self._stream(final)
-        self.job.emit(Finished(self.index, final, reason, n_tokens))
-        return True
-
-
-class _RowStopper(StoppingCriteria):
-    """Stopping criterion that asks each row whether it is done (returns a (B,) bool tensor)."""
-
-    def __init__(self, rows: list[_Row]):
-        self.rows = rows
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
-        now = time.monotonic()
-        ids = input_ids.tolist()  # (B, T): the generated ids only (the prompt went in as embeddings)
-        done = [row.step(row_ids, now) for row, row_ids in zip(self.rows, ids)]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-class _RowSampler(LogitsProcessor):
-    """Per-row temperature and top-p; temperature 0 keeps only the argmax (greedy inside a sampled batch)."""
-
-    def __init__(self, temperature: torch.Tensor, top_p: torch.Tensor):
-        self.greedy = temperature == 0
-        self.temperature = torch.where(self.greedy, torch.ones_like(temperature), temperature)
-        self.top_p = top_p
-        self.any_top_p = bool((top_p < 1).any())
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        dev = scores.device
-        scores = scores / self.temperature.to(dev, scores.dtype)[:, None]  # (B, V)
-        if self.any_top_p:  # as transformers' TopPLogitsWarper, with one p per row
-            sorted_logits, sorted_idx = torch.sort(scores, descending=False)
-            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-            remove = cum <= (1 - self.top_p.to(dev, cum.dtype))[:, None]
-            remove[:, -1] = False  # always keep the most likely token
-            scores = scores.masked_fill(remove.scatter(1, sorted_idx, remove), -math.inf)
-        if bool(self.greedy.any()):
-            keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.argmax(-1, keepdim=True), True)
-            scores = scores.masked_fill(self.greedy.to(dev)[:, None] & ~keep, -math.inf)
-        return scores
-
-
-class GenerationEngine:
-    """Runs one batch of jobs through ``model.generate`` (called from the generation thread only)."""
-
-    def __init__(self, model: VisionLanguageModel, processor: Processor):
-        self.model, self.tokenizer = model, processor.tokenizer
-        tok = processor.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        self.template_stops = processor.stop_strings()
-        self.stats = BatchStats()
-
-    def _decode(self, ids: list[int]) -> str:
-        # no clean-up of spaces: it can rewrite text already streamed when later tokens arrive
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-    @torch.no_grad()
-    def run(self, jobs: list[Job]) -> None:
-        """Generate every row of ``jobs`` together; results and errors go to each job's events."""
-        rows = [_Row(j, i, self._decode, self.eos, self.template_stops, self.stats) for j in jobs for i in range(j.n)]
-        items = [{"input_ids": torch.tensor(r.job.input_ids), "pixel_values": r.job.pixel_values} for r in rows]
-        batch = collate(items, self.pad_id, padding_side="left")
-        dev = self.model.device
-        pv = batch["pixel_values"]
-        temps = torch.tensor([r.job.temperature for r in rows], dtype=torch.float32)
-        top_ps = torch.tensor([r.job.top_p for r in rows], dtype=torch.float32)
-        self.model.generate(
-            batch["input_ids"].to(dev),
-            batch["attention_mask"].to(dev),
-            None if pv is None else pv.to(dev),
-            max_new_tokens=max(r.job.max_tokens for r in rows),
-            do_sample=True,  # _RowSampler makes greedy rows deterministic
-            temperature=1.0,
-            top_p=1.0,
-            top_k=0,
-            use_cache=True,
-            pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos) or None,
-            logits_processor=LogitsProcessorList([_RowSampler(temps, top_ps)]),
-            stopping_criteria=StoppingCriteriaList([_RowStopper(rows)]),
-        )
-        for r in rows:  # only reached if generate ended without asking the row (cannot happen normally)
-            if not r.done:
-                r._finish("length", r.job.max_tokens)
+        return finish
 
 
 class Batcher:
-    """Collects jobs for up to ``max_wait_ms`` (or until ``max_batch_size`` rows) and generates them together.
+    """Queues jobs for the engine and runs the engine in one dedicated generation thread.
 
     Args:
-        engine: runs a batch (in a dedicated thread, so the event loop keeps serving).
-        max_batch_size: most rows per batch; a request is never split, so one with n > max_batch_size runs alone.
-        max_wait_ms: how long the first job of a batch waits for company.
-        max_queue: most jobs waiting; more get a 503.
+        engine: the infer engine (its ``max_batch_size``, ``admission`` and ``max_wait_s`` set the batching).
+        max_queue: most jobs waiting to be admitted; more get a 503.
     """
 
-    def __init__(
-        self, engine: GenerationEngine, max_batch_size: int = 8, max_wait_ms: float = 10.0, max_queue: int = 64
-    ):
+    def __init__(self, engine: GenerationEngine, max_queue: int = 64):
         self.engine = engine
-        self.max_batch_size = max_batch_size
-        self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.stats = engine.stats
-        self._pending: deque[Job] = deque()
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._jobs: deque[Job] = deque()  # submitted, oldest first, until all their rows are admitted
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
-        """Start collecting (call inside the server's event loop)."""
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="scitune-generate")
-        self._task = asyncio.create_task(self._collect(), name="scitune-batcher")
+        """Start the generation thread (call inside the server's event loop)."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.engine.serve_forever, args=(self._stop,), name="scitune-generate", daemon=True
+        )
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-        for job in self._pending:
-            job.emit(Failed(ApiError(503, "the server is shutting down", "shutting_down", type="server_error")))
-        self._pending.clear()
+        """Stop after the current step; what is left fails with a 503."""
+        self._stop.set()
+        self.engine.wake()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self.engine.abort("shutdown")
+        self._jobs.clear()
 
     def submit(self, job: Job) -> None:
         """Queue ``job``; its events will arrive on ``job.events`` in the running loop."""
-        if self._wake is None:
+        if self._thread is None:
             raise RuntimeError("Batcher.start() was not called")
-        if len(self._pending) >= self.max_queue:
-            raise overloaded_error(f"{len(self._pending)} requests are queued")
+        if self.queued >= self.max_queue:
+            raise overloaded_error(f"{self.queued} requests are queued")
         job.loop = asyncio.get_running_loop()
         job.events = asyncio.Queue()
-        self._pending.append(job)
-        self._wake.set()
+        rows = job.requests()
+        self._jobs.append(job)
+        self.engine.submit(*rows)
 
     @property
     def queued(self) -> int:
-        """Jobs waiting for a batch (not counting the batch being generated)."""
-        return len(self._pending)
+        """Jobs with a choice not yet admitted into the running batch."""
+        while self._jobs and all(r.state in ("running", "done") for r in self._jobs[0].rows):
+            self._jobs.popleft()  # the engine admits in order: once the oldest is in, count from the next
+        return len(self._jobs)
 
-    async def _next(self, timeout: float | None) -> bool:
-        """Wait until a job is pending (or ``timeout`` passes); True if one is."""
-        assert self._wake is not None
-        # an Event, not asyncio.Queue.get under wait_for: a timed-out wait must never lose a job
-        while not self._pending:
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                return False
-        return True
-
-    async def _gather(self) -> list[Job]:
-        await self._next(None)
-        loop = asyncio.get_running_loop()
-        batch = [self._pending.popleft()]
-        rows = batch[0].n
-        until = loop.time() + self.max_wait
-        while rows < self.max_batch_size:
-            if not self._pending:
-                left = until - loop.time()
-                if left <= 0 or not await self._next(left):
-                    break
-            if rows + self._pending[0].n > self.max_batch_size:
-                break  # it leads the next batch
-            batch.append(self._pending.popleft())
-            rows += batch[-1].n
-        return batch
-
-    async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather()
-            now = time.monotonic()
-            live = []
-            for job in batch:
-                if job.cancelled:  # its client left while it waited
-                    self.stats.cancelled += job.n
-                    continue
-                if now > job.deadline:
-                    self.stats.timed_out += job.n
-                    job.emit(Failed(timeout_error()))
-                    continue
-                live.append(job)
-            if not live:
-                continue
-            self.stats.record(live)
-            try:
-                await loop.run_in_executor(self._executor, self.engine.run, live)
-            except Exception as e:  # a bug or an out-of-memory: fail this batch, keep serving
-                log.exception("generation failed for a batch of %d request(s)", len(live))
-                err = ApiError(500, f"generation failed: {type(e).__name__}", "server_error", type="server_error")
-                for job in live:
-                    job.emit(Failed(err))
+    def health(self) -> dict[str, Any]:
+        """The engine's counters and batching settings (for /health)."""
+        e = self.engine
+        settings = {"admission": e.admission, "max_batch_size": e.max_batch_size, "running_rows": e.running}
+        return settings | self.stats.as_dict()

@@ -115,7 +115,6 @@ class RequestPreparer:
             "presence_penalty": req.presence_penalty not in (None, 0),
             "frequency_penalty": req.frequency_penalty not in (None, 0),
             "logprobs": bool(req.logprobs),
-            "seed": req.seed is not None,  # rows of a batch share one random generator
         }
         for param, refused in unsupported.items():
             if refused:
@@ -139,10 +138,12 @@ class RequestPreparer:
         enc = self.processors.get().encode(messages, [im.size for im in opened], prompt=True)
         prompt_tokens = len(enc.input_ids)
         max_tokens = self._max_tokens(req, prompt_tokens)
-        pix = self._pixels(opened, [param for _, param in urls])  # decoded last, once every cheap check passed
+        pix, grids = self._pixels(opened, [param for _, param in urls])  # decoded last, once every check passed
         job = Job(
             input_ids=enc.input_ids,
             pixel_values=pix,
+            image_grids=grids,
+            seed=req.seed,
             n=req.n,
             max_tokens=max_tokens,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -153,21 +154,25 @@ class RequestPreparer:
         )
         return Prepared(job, prompt_tokens)
 
-    def _pixels(self, opened: list[Image.Image], params: list[str]) -> torch.Tensor | None:
-        """The pixel tensor of a request's images, (n_tiles, C, H, W), decoding one image at a time.
+    def _pixels(self, opened: list[Image.Image], params: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The pixel tensor of a request's images, (n_tiles, C, H, W), decoding one image at a time, and with AnyRes
+        their ``image_grids`` (one row per image, as the processor gives them).
 
         A decoded image (up to max_image_pixels x 3 bytes) is dropped as soon as its pixels are processed, so a
         request holds at most one at a time; the processors put each image's tiles on dim 0, so processing image by
         image gives the same tensor as processing them together.
         """
         if not opened:
-            return None
-        parts = []
+            return None, None
+        parts, grids = [], []
         for param in params:
             image = load_rgb(opened.pop(0), param)  # the opened (undecoded) image goes too
-            parts.append(self.processor.images([image])["pixel_values"])
+            out = self.processor.images([image])
+            parts.append(out["pixel_values"])
+            if "image_grids" in out:
+                grids.append(out["image_grids"])
             del image
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+        return torch.cat(parts), torch.cat(grids) if grids else None
 
     def _max_tokens(self, req: ChatCompletionRequest, prompt_tokens: int) -> int:
         asked = req.completion_limit()

@@ -123,6 +123,20 @@ def test_n_choices_and_sampling(api):
     assert len(sampled.choices) == 2 and sampled.usage.completion_tokens > 0
 
 
+def test_seeded_sampling_repeats_whatever_shares_the_batch(api):
+    def seeded(seed: int, n: int = 2):
+        r = ask(api, [{"role": "user", "content": "hello"}], n=n, temperature=1.5, max_tokens=16, seed=seed)
+        return [c.message.content for c in r.choices]
+
+    first = seeded(7)
+    with ThreadPoolExecutor(4) as pool:  # the same request again, now sharing batches with other sampled requests
+        again = pool.submit(seeded, 7)
+        others = [pool.submit(seeded, s, 1) for s in (1, 2, 3)]
+        assert again.result() == first and all(o.result() for o in others)
+    assert first[0] != first[1]  # choice i draws with seed + i
+    assert seeded(8)[0] == first[1]
+
+
 def test_stop_and_length(api):
     full = ask(api, [{"role": "user", "content": "hello"}], max_tokens=12).choices[0].message.content
     stop = full[4:7]
@@ -147,7 +161,6 @@ BAD_REQUESTS = {
     # name: (body or callable, status, code)
     "unknown field": (_chat([{"role": "user", "content": "hi"}], frobnicate=1), 400, "unknown_field"),
     "wrong type": (_chat([{"role": "user", "content": "hi"}], max_tokens="5"), 400, "int_type"),
-    "seed": (_chat([{"role": "user", "content": "hi"}], seed=1), 400, "unsupported_parameter"),
     "penalty": (_chat([{"role": "user", "content": "hi"}], presence_penalty=0.5), 400, "unsupported_parameter"),
     "bad role": (_chat([{"role": "robot", "content": "hi"}]), 400, "literal_error"),
     "no messages": (_chat([]), 400, "too_short"),
@@ -242,9 +255,11 @@ def test_concurrent_requests_are_batched(server, api):
         answers = list(pool.map(lambda p: ask(api, [{"role": "user", "content": p}]), prompts))
     after = raw_get(base, "/health")[1]["batching"]
     assert after["requests"] - before["requests"] == len(prompts)
-    assert after["batches"] - before["batches"] < len(prompts), after
-    assert after["max_batch_rows"] > 1
-    # batching (left padding) does not change what each request gets
+    assert after["admission"] == "continuous" and after["max_batch_rows"] > 1, after
+    steps, rows = after["steps"] - before["steps"], after["row_steps"] - before["row_steps"]
+    assert rows == sum(a.usage.completion_tokens - 1 for a in answers)  # the first token of each comes from its prefill
+    assert rows / steps > 1, after  # several rows per decode step
+    # batching (left padding, rows joining and leaving) does not change what each request gets
     for p, a in zip(prompts, answers):
         assert a.choices[0].message.content == reference(p)
 

@@ -351,12 +351,12 @@ def test_host_policy(caplog):
 def test_full_queue_gets_a_503_with_retry_after():
     with running_server(max_queue=1, max_batch_size=1) as (base, app):
         batcher, release, statuses = app.state.batcher, threading.Event(), []
-        generate = batcher.engine.run
-        batcher.engine.run = lambda jobs: release.wait(30) and generate(jobs)  # hold the generation thread
+        engine, step = batcher.engine, batcher.engine.step
+        engine.step = lambda: (step(), release.wait(30))[0]  # hold the generation thread after each step
         waiting = [threading.Thread(target=lambda: statuses.append(post_chat(base)[0])) for _ in range(2)]
         try:
             waiting[0].start()
-            assert wait_until(lambda: batcher.stats.batches == 1, 10)  # generating (held)
+            assert wait_until(lambda: engine.stats.prefills == 1, 10)  # admitted and generating (held)
             waiting[1].start()
             assert wait_until(lambda: batcher.queued == 1, 10)  # queued behind it: the queue is full
             status, headers, body = post_chat(base)
