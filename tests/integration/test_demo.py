@@ -1,9 +1,12 @@
-"""`scitune demo --size test`: every step runs, a killed training step resumes, a rerun skips; bad --out fails."""
+"""`scitune demo --size test`: every step runs, a killed training step resumes, a rerun skips; the evaluation is the
+registered benchmarks' (their folders, files and numbers, reproduced by the `scitune eval` commands it lists), an
+interrupted evaluation resumes from their predictions; bad --out fails."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,8 @@ from pathlib import Path
 import pytest
 
 STEPS = ("1-data", "2-tokenizer", "3-clip", "4-lm", "5-convert", "6-align", "7-finetune", "8-evaluate")
+EVALS = ("figure-type", "caption", "scifig-mcq", "scifig-mcq-blind")
+"""The benchmark folders under eval/ (the ablation adds vqa and the same with -C)."""
 
 
 def demo(out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -56,23 +61,87 @@ def test_outputs_load_through_the_real_loading_paths(finished):
     assert model.identity["vision"]["path"].endswith("clip")
 
 
+def _results(out: Path, folders=EVALS) -> dict[str, dict]:
+    return {f: json.loads((out / "eval" / f / "results.json").read_text()) for f in folders}
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
 def test_report_and_results(finished):
     out, _ = finished
-    results = json.loads((out / "eval" / "results.json").read_text())
-    assert set(results) == {"zero_shot", "CTOM"}
-    mcq = results["CTOM"]["mcq"]
-    for protocol in ("choice", "letter"):
-        assert set(mcq[protocol]["groups"]) == {"image", "blind"} and mcq[protocol]["per_kind"]
-        reading = mcq[protocol]["figure_reading"]
-        assert reading["count"] > 0 and 0 <= reading["image"] <= 100 and 0 < reading["chance"] < 100
-    assert 0 <= results["CTOM"]["stage1"]["figure_type"]["acc"] <= 100
+    assert sorted(p.name for p in (out / "eval").iterdir()) == sorted(EVALS)
+    results = _results(out)
+    for folder, res in results.items():
+        assert res["benchmark"] == folder.removesuffix("-blind") and res["input"]["missing"] == 0
+        assert (out / "eval" / folder / "report.md").is_file() and res["plots"]
+        for png in res["plots"]:
+            assert (out / "eval" / folder / png).stat().st_size > 1000
+        if folder != "caption":  # generated here; caption scores figure-type's answers (the same prompts)
+            assert len(_lines(out / "eval" / folder / "predictions.jsonl")) == res["input"]["examples"]
+    described = (out / "eval" / "figure-type" / "predictions.jsonl").resolve()
+    assert results["caption"]["source"] == f"predictions:{described}"
+    assert results["caption"]["count"] == results["figure-type"]["model"]["count"] > 0
+    assert 0 <= results["figure-type"]["model"]["acc"] <= 100
+    assert set(results["figure-type"]["clip"]["by_prompt"]) == {"a {}", "a {} from a scientific paper"}
+    image, blind = results["scifig-mcq"], results["scifig-mcq-blind"]
+    assert not image["blind"] and blind["blind"] and (out / "eval" / "scifig-mcq-blind" / "blank-64x64.png").is_file()
+    prompts = {m: [json.loads(x)["prompt"] for x in _lines(out / "eval" / m / "predictions.jsonl")]
+               for m in ("scifig-mcq", "scifig-mcq-blind")}  # fmt: skip
+    assert prompts["scifig-mcq"] == prompts["scifig-mcq-blind"]  # the same questions; only the image differs
+    for res in (image, blind):
+        fr = res["figure_reading"]
+        assert fr["count"] > 0 and 0 < fr["chance"] < 100 and fr["kinds"]
+        for protocol in ("choice", "letter"):
+            assert set(fr[protocol]["per_kind"]) == set(fr["kinds"]) and fr[protocol]["groups"]["Avg"]
+            assert 0 <= fr[protocol]["figure_reading"] <= 100
+    head = json.loads((out / "steps" / "8-evaluate.json").read_text())["summary"]["headline"]
+    assert head["CTOM"]["figure_reading"]["blind"] == blind["figure_reading"]["choice"]["figure_reading"]
+    assert head["CTOM"]["figure_type_acc"] == results["figure-type"]["model"]["acc"]
     report = (out / "report.md").read_text()
     for name in STEPS:
         assert name in report
-    for section in ("## Figure type", "## Captions", "## MCQs", "Per question kind", "## Examples"):
-        assert section in report
+    sections = ("## Figure type", "## Captions", "## MCQs", "Per question kind", "## Examples", "## Benchmark runs")
+    assert all(section in report for section in sections)
+    for folder in EVALS:
+        assert f"(eval/{folder}/report.md)" in report
     for png in ("losses", "figure_type", "confusion", "mcq_kinds", "examples"):
         assert (out / "report" / f"{png}.png").stat().st_size > 1000
+
+
+def test_scitune_eval_commands_reproduce_the_numbers(finished, tmp_path):
+    """Each benchmark run's recorded `scitune eval` command, rerun into another folder, gives the same results; so
+    does `scitune eval scienceqa` (the official numbers) and `scitune eval caption` from the checkpoint."""
+    from scitune.cli.eval import main
+
+    out, _ = finished
+    runs = json.loads((out / "steps" / "8-evaluate.json").read_text())["summary"]["runs"]
+    assert sorted(runs) == sorted(EVALS)
+    results = _results(out)
+    for folder, run in runs.items():
+        argv = shlex.split(run["command"])
+        assert argv[:3] == ["scitune", "eval", run["benchmark"]]
+        argv[argv.index("--out") + 1] = str(tmp_path / folder)
+        assert main([*argv[2:], "--progress", "false"]) == 0
+        again = json.loads((tmp_path / folder / "results.json").read_text())
+        assert again["summary"] == pytest.approx(results[folder]["summary"], nan_ok=True), folder
+    # the official ScienceQA benchmark reads the same answers the same way
+    argv = shlex.split(runs["scifig-mcq"]["command"])[2:]
+    argv[0], argv[argv.index("--out") + 1] = "scienceqa", str(tmp_path / "sqa")
+    assert main([*argv, "--progress", "false"]) == 0
+    sqa = json.loads((tmp_path / "sqa" / "results.json").read_text())
+    assert sqa["summary"] == {k: results["scifig-mcq"]["summary"][k] for k in sqa["summary"]}
+    # caption from the checkpoint, generating: the same answers as figure-type's, so the same scores
+    argv = shlex.split(runs["caption"]["command"])[2:]
+    ft = shlex.split(runs["figure-type"]["command"])
+    at = argv.index("--predictions")
+    argv[at : at + 2] = ["--checkpoint", ft[ft.index("--checkpoint") + 1], "--max_new_tokens",
+                         ft[ft.index("--max_new_tokens") + 1]]  # fmt: skip
+    argv[argv.index("--out") + 1] = str(tmp_path / "caption-generated")
+    assert main([*argv, "--progress", "false"]) == 0
+    cap = json.loads((tmp_path / "caption-generated" / "results.json").read_text())
+    assert cap["summary"] == pytest.approx(results["caption"]["summary"], nan_ok=True)
 
 
 def test_rerun_skips_every_step(finished):
@@ -80,6 +149,39 @@ def test_rerun_skips_every_step(finished):
     again = demo(out)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("[skip]") == len(STEPS) and "[run ]" not in again.stdout
+
+
+def test_interrupted_evaluation_resumes_from_the_benchmarks_predictions(finished, capsys, caplog):
+    """Step 8 killed inside the MCQ run (its last line torn) and before the blind one: the rerun keeps every answer
+    already written and generates only the rest."""
+    import logging
+
+    from scitune.demo import DemoConfig, run_demo
+
+    out, _ = finished
+    ev = out / "eval"
+    before = _results(out)
+    done = _lines(ev / "scifig-mcq" / "predictions.jsonl")
+    keep = len(done) // 2
+    (ev / "scifig-mcq" / "predictions.jsonl").write_text("\n".join(done[:keep]) + "\n" + done[keep][:20])
+    blind = _lines(ev / "scifig-mcq-blind" / "predictions.jsonl")
+    (ev / "scifig-mcq-blind" / "predictions.jsonl").unlink()
+    (ev / "scifig-mcq-blind" / "results.json").unlink()
+    (out / "steps" / "8-evaluate.json").unlink()
+    caplog.set_level(logging.INFO, logger="scitune.eval.runner")
+    run_demo(DemoConfig(out=str(out), size="test", progress=False))  # in-process: the same code as the command
+    stdout = capsys.readouterr().out
+    assert stdout.count("[skip]") == len(STEPS) - 1 and "[done] 8-evaluate" in stdout
+    assert f"resuming, {keep} of {len(done)} examples already predicted" in caplog.text
+    assert "dropping 1 unreadable line(s)" in caplog.text
+    now = _lines(ev / "scifig-mcq" / "predictions.jsonl")
+    assert now[:keep] == done[:keep] and len(now) == len(done)  # kept as written, the rest generated
+    assert sorted(json.loads(x)["id"] for x in now) == sorted(json.loads(x)["id"] for x in done)
+    assert len(_lines(ev / "scifig-mcq-blind" / "predictions.jsonl")) == len(blind)
+    after = _results(out)
+    for folder in ("figure-type", "caption"):  # finished before the kill: only scored again
+        assert after[folder]["summary"] == pytest.approx(before[folder]["summary"], nan_ok=True)
+    assert (out / "report.md").is_file()
 
 
 def test_unwritable_out_is_a_clear_error(tmp_path):
@@ -117,16 +219,26 @@ def test_zero_shot_accepts_a_folder_or_a_loaded_model(tmp_path):
 
 
 def test_ablation_reports_both_variants_and_fewshot_vqa_rows(tmp_path):
-    """`--ablation`: stage 1 with C and CTOM through stage 2, plus 0/1/2-shot VQA rows with and without images."""
+    """`--ablation`: stage 1 with C and CTOM through stage 2, plus the `vqa` benchmark's 0/1/2-shot rows with and
+    without images, each variant into its own eval folders."""
     out = tmp_path / "ablation"
     run = demo(out, "--ablation")
     assert run.returncode == 0, run.stderr[-3000:]
     for name in ("6-align-C", "7-finetune-C"):
         assert f"[done] {name}" in run.stdout
-    results = json.loads((out / "eval" / "results.json").read_text())
-    assert set(results) == {"zero_shot", "CTOM", "C"}
+    folders = [f"{f}{sfx}" for sfx in ("", "-C") for f in (*EVALS, "vqa")]
+    assert sorted(p.name for p in (out / "eval").iterdir()) == sorted(folders)
+    results = _results(out, folders)
     rows = {"0-shot", "1-shot", "2-shot", "blind-0-shot", "blind-1-shot", "blind-2-shot"}
-    for v in ("CTOM", "C"):
-        assert set(results[v]["vqa"]) == rows and all(0 <= x <= 100 for x in results[v]["vqa"].values())
+    head = json.loads((out / "steps" / "8-evaluate.json").read_text())["summary"]["headline"]
+    assert set(head) == {"zero_shot", "CTOM", "C"}
+    for sfx, v in (("", "CTOM"), ("-C", "C")):
+        vqa = results[f"vqa{sfx}"]
+        assert vqa["benchmark"] == "vqa" and set(vqa["summary"]) == rows
+        assert all(0 <= x <= 100 for x in vqa["summary"].values()) and head[v]["vqa"] == vqa["summary"]
+        assert len(_lines(out / "eval" / f"vqa{sfx}" / "predictions.jsonl")) == 6 * vqa["questions"] > 0
+        assert vqa["options"]["checkpoint"].endswith(f"finetune-{v}/final")
+        assert results[f"scifig-mcq{sfx}"]["options"]["checkpoint"].endswith(f"finetune-{v}/final")
+    assert "clip" not in results["figure-type-C"]  # the zero-shot baseline does not depend on the variant
     report = (out / "report.md").read_text()
     assert "## Ablation: stage-1 variant" in report and "Few-shot VQA" in report and "| C |" in report

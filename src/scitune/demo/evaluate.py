@@ -1,211 +1,173 @@
-"""The demo's evaluation: figure type and captions after stage 1, SciFig MCQs after stage 2 with and without the
-image (the blind baseline), and the micro CLIP's zero-shot figure-type baseline.
-"""
+"""Step 8 of the demo: which registered benchmarks run on which checkpoint (`eval_plan`), each through
+`scitune.eval.runner.run_benchmark` into ``eval/<folder>/`` exactly as ``scitune eval`` runs it, and the headline
+numbers read back from their results.json files. No scoring lives here."""
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
+import json
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from scitune.eval.figure_type import FIGURE_TYPES, locate_figure_type, score_figure_types
-from scitune.eval.metrics import caption_scores, first_sentence
 from scitune.io import read_json
-from scitune.sources.converters.scicap import QUESTIONS
-from scitune.sources.scifig import question_kind as scifig_kind
 
-DESCRIBE = QUESTIONS[0]
-"""The stage-1 test question ("Describe the following image in detail."), one of the 16 it was trained with."""
+if TYPE_CHECKING:
+    from scitune.demo.runner import Demo
 
-TYPE_ONLY_KINDS = frozenset({"figure-type", "figure-choice"})
-"""Kinds answerable from the figure type alone (left out of the headline figure-reading accuracy)."""
-
-
-def question_kind(problem: dict[str, Any]) -> str:
-    """The kind of a SciFig MCQ (``text-<kind>`` when its data is given in the text instead of an image)."""
-    kind = scifig_kind(problem["question"])
-    if problem.get("image") is None and problem.get("hint") and kind != "figure-choice":
-        return "text-" + ("compare" if kind == "other" else kind)
-    return kind
-
-
-def blank_like(image: Image.Image) -> Image.Image:
-    """A white image of the same size: the blind baseline's stand-in for the figure."""
-    return Image.new("RGB", image.size, "white")
+ZERO_SHOT_PROMPTS = ["a {}", "a {} from a scientific paper"]
+"""Prompt templates of the CLIP zero-shot baseline (``figure-type --clip_prompt`` and ``--clip_prompts``); the best
+one is the baseline."""
+VQA_QUESTIONS = 120
+"""Test image questions in the ablation's few-shot VQA rows."""
+VQA_SHOTS = [0, 1, 2]
+"""Shot counts of the few-shot VQA rows (each also blind)."""
+VQA_MAX_NEW_TOKENS = 8
+"""Most tokens of a VQA answer (answers are a few words)."""
+BATCH_SIZE = 32
+"""Prompts per generation batch."""
 
 
-def _batched_generate(loaded: Any, prompts: list[Any], max_new_tokens: int, desc: str, progress: bool) -> list[str]:
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class EvalRun:
+    """One benchmark run of step 8: ``scitune eval <benchmark>`` with ``options`` into ``eval/<folder>``."""
 
-    from scitune.config.schema import GenerationConfig
-    from scitune.infer.generate import Generator
+    folder: str
+    benchmark: str
+    variant: str
+    options: dict[str, Any]
 
-    gen, cfg, out = Generator(*loaded), GenerationConfig(max_new_tokens=max_new_tokens), []
-    bs = 32
-    for i in tqdm(range(0, len(prompts), bs), desc=desc, disable=not progress, unit="batch"):
-        out += gen.generate(prompts[i : i + bs], cfg)
-    return out
-
-
-def strip_type(text: str) -> str:
-    """The generated text without a leading figure-type name (stage 1 answers start ``"<Type> <caption>"``)."""
-    for t in FIGURE_TYPES:
-        if text.startswith(t):
-            return text[len(t) :].lstrip(" :")
-    return text
+    def command(self) -> str:
+        """The ``scitune eval`` command line that makes this run (the demo calls the same function in-process)."""
+        parts = ["scitune", "eval", self.benchmark]
+        for key, value in self.options.items():
+            if key == "progress":
+                continue
+            text = json.dumps(value) if isinstance(value, list | bool) else str(value)
+            parts += [f"--{key}", text]
+        return " ".join(shlex.quote(p) for p in parts)
 
 
-def describe_figures(model: Any, root: Path, records: list[dict[str, Any]], max_new: int, progress: bool) -> dict:
-    """Ask the stage-1 model to describe each test figure; score the figure type and the first caption sentence.
+def suffix(variant: str) -> str:
+    """Folder / step-name suffix of a stage-1 variant: "" for the main one (CTOM), ``-C`` for the ablation's C."""
+    return "" if variant == "CTOM" else f"-{variant}"
 
-    The prompt is the training turn's layout (question, newline, image placeholder). The caption is the first
-    sentence of the answer after its leading type name, compared with the true caption (BLEU, ROUGE-L).
+
+def eval_plan(demo: Demo) -> list[EvalRun]:
+    """The benchmark runs of step 8, per stage-1 variant (main variant first).
+
+    - ``figure-type``: the stage-1 model describes each SciFig test figure; the type it names first is scored, and
+      the micro CLIP's zero-shot baseline is scored beside it (main variant only);
+    - ``caption``: the same descriptions (read from figure-type's predictions.jsonl: no second generation), first
+      sentence after the type vs the true caption;
+    - ``scifig-mcq``: the stage-2 model answers every SciFig test MCQ (ScienceQA scoring plus figure reading per
+      question kind); ``scifig-mcq-blind``: the same with every figure replaced by a blank image;
+    - ``vqa`` (``--ablation``): few-shot VQA rows (0/1/2 shots from train, each also blind).
     """
-    from scitune.infer.generate import Prompt, open_image
+    s, cfg = demo.size, demo.cfg
+    scicap, sqa = str(demo.path("scifig", "scicap", "test.jsonl")), str(demo.path("scifig", "scienceqa"))
+    clip = str(demo.path("models", "clip"))
+    common = {"batch_size": BATCH_SIZE, "progress": cfg.progress}
+    runs = []
 
-    prompts = [Prompt.single(f"{DESCRIBE}\n<image>", [open_image(root / r["image"])]) for r in records]
-    outputs = _batched_generate(model, prompts, max_new, "describe figures", progress)
-    golds = [r["figure_type"] for r in records]
-    scores = score_figure_types(golds, [locate_figure_type(o) for o in outputs])
-    captions = [first_sentence(strip_type(o)) for o in outputs]
-    try:
-        cap = caption_scores(captions, [r["caption"] for r in records])
-    except ImportError as e:  # sacrebleu / rouge-score come with the eval extra
-        cap = {"missing": f"{e}; pip install 'scitune[eval]' for caption BLEU/ROUGE", "bleu": {"mean": None},
-               "rouge_l": {"mean": None}, "sacrebleu_corpus": None}  # fmt: skip
-    return {"figure_type": scores, "captions": cap, "outputs": {r["id"]: o for r, o in zip(records, outputs)}}
+    def add(folder: str, benchmark: str, variant: str, source: dict[str, str], **options: Any) -> str:
+        out = str(demo.path("eval", folder))
+        runs.append(EvalRun(folder, benchmark, variant, {**source, "out": out, **options, **common}))
+        return out
 
-
-def _mcq_prompt(problem: dict[str, Any], prompt_format: str) -> str:
-    from scitune.sources.converters import build_eval_prompt
-
-    text = build_eval_prompt(problem, prompt_format)
-    return f"{text}\n<image>" if problem["image"] else text  # as the converter writes the training turn
-
-
-def answer_mcqs(
-    model: Any, sqa_root: Path, pids: list[str], problems: dict, prompt_format: str, max_new: int, progress: bool
-) -> dict[str, dict[str, str]]:
-    """Generated answers per pid, with the figure (``image``) and with a blank image in its place (``blind``)."""
-    from scitune.infer.generate import Prompt, open_image
-
-    images = {p: open_image(sqa_root / "images" / p / problems[p]["image"]) for p in pids if problems[p]["image"]}
-    out: dict[str, dict[str, str]] = {}
-    for mode in ("image", "blind"):
-        prompts = []
-        for p in pids:
-            img = images.get(p)
-            img = blank_like(img) if (img is not None and mode == "blind") else img
-            prompts.append(Prompt.single(_mcq_prompt(problems[p], prompt_format), [img] if img else []))
-        texts = _batched_generate(model, prompts, max_new, f"MCQs ({mode})", progress)
-        out[mode] = dict(zip(pids, texts))
-    return out
+    for v in demo.variants:
+        sfx = suffix(v)
+        align = {"data": scicap, "checkpoint": str(demo.path("runs", f"align-{v}", "final"))}
+        zero_shot = {"clip": clip, "clip_prompt": ZERO_SHOT_PROMPTS[0], "clip_prompts": ZERO_SHOT_PROMPTS[1:]}
+        described = add(f"figure-type{sfx}", "figure-type", v, align, max_new_tokens=s.caption_tokens,
+                        **(zero_shot if v == "CTOM" else {}))  # fmt: skip
+        # the same prompts as figure-type's: score its answers instead of generating them again
+        add(f"caption{sfx}", "caption", v, {"data": scicap, "predictions": f"{described}/predictions.jsonl"},
+            strip_type=True, clip=clip)  # fmt: skip
+        finetune = {"data": sqa, "checkpoint": str(demo.path("runs", f"finetune-{v}", "final"))}
+        # the question, then the image on a new line: the layout the scienceqa converter trains on
+        mcq = {"split": "test", "prompt_format": s.prompt_format, "image_position": "after",
+               "max_new_tokens": s.answer_tokens}  # fmt: skip
+        add(f"scifig-mcq{sfx}", "scifig-mcq", v, finetune, **mcq)
+        add(f"scifig-mcq-blind{sfx}", "scifig-mcq", v, finetune, **mcq, blind=True)
+        if cfg.ablation:
+            add(f"vqa{sfx}", "vqa", v, finetune, shots=list(VQA_SHOTS), blind=True, max_new_tokens=VQA_MAX_NEW_TOKENS,
+                limit=VQA_QUESTIONS * 2 * len(VQA_SHOTS))  # fmt: skip
+    return runs
 
 
-def named_choice(text: str, choices: list[str]) -> int:
-    """The option a generated explanation names: the choice text mentioned last before "The answer is", or -1.
+def run_eval(run: EvalRun) -> dict[str, Any]:
+    """Run one benchmark as ``scitune eval`` does (options dataclass -> benchmark -> `run_benchmark`); an
+    interrupted run resumes from its predictions.jsonl."""
+    from scitune.eval import BENCHMARKS
+    from scitune.eval.runner import run_benchmark
 
-    Matching is case-sensitive on whole words, after removing SciFig's fixed lectures (they name every figure type).
-    """
-    from scitune.sources.scifig import LECTURES
-
-    explanation = text.split("The answer is")[0]
-    for lecture in LECTURES.values():
-        explanation = explanation.replace(lecture, " ")
-    best, at = -1, -1
-    for i, choice in enumerate(choices):
-        for m in re.finditer(r"(?<!\w)" + re.escape(choice) + r"(?!\w)", explanation):
-            if m.start() > at:
-                best, at = i, m.start()
-    return best
+    cls = BENCHMARKS.get(run.benchmark)
+    return run_benchmark(cls(cls.Options(**run.options)))
 
 
-def choice_predictions(problems: dict[str, Any], answers: dict[str, str]) -> dict[str, int]:
-    """Option index per pid: the choice the explanation names (`named_choice`), else LLaVA's letter parse."""
-    from scitune.eval.scienceqa import parse_answer
-
+def read_results(demo: Demo) -> dict[str, dict[str, Any]]:
+    """``{folder: results.json}`` of the step-8 runs that have finished."""
     out = {}
-    for pid, text in answers.items():
-        named = named_choice(text, problems[pid]["choices"])
-        out[pid] = named if named >= 0 else parse_answer(text, problems[pid]["choices"])
+    for run in eval_plan(demo):
+        path = demo.path("eval", run.folder, "results.json")
+        if path.is_file():
+            out[run.folder] = read_json(path)
     return out
 
 
-PROTOCOLS = ("choice", "letter")
-"""choice: the option the explanation names (else the letter); letter: LLaVA's official letter parse only."""
+def zero_shot(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """CLIP zero-shot scores per prompt (from the main figure-type run), or {} without them."""
+    clip = results.get("figure-type", {}).get("clip", {})
+    if "per_type" not in clip:
+        return {}
+    return clip.get("by_prompt") or {clip["prompt"]: clip}
 
 
-def score_mcqs(problems: dict[str, Any], pids: list[str], answers: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """ScienceQA scoring (groups) with the image and blind, per question kind, and the headline, per protocol.
-
-    The headline ("figure reading") is over the image questions whose kind is not answerable from the figure type
-    alone; chance is the mean of 1 / number of choices.
-    """
-    from scitune.eval.scienceqa import score_scienceqa
-
-    runs = {(proto, m): score_scienceqa(problems, choice_predictions(problems, answers[m]) if proto == "choice"
-                                        else answers[m], pids)
-            for proto in PROTOCOLS for m in ("image", "blind")}  # fmt: skip
-    kinds = {p: question_kind(problems[p]) for p in pids}
-    chance: dict[str, list[float]] = defaultdict(list)
-    for p in pids:
-        chance[kinds[p]].append(1 / len(problems[p]["choices"]))
-    needs_image = {k: any(problems[p]["image"] for p in pids if kinds[p] == k) for k in chance}
-    reading = sorted(k for k in chance if needs_image[k] and k not in TYPE_ONLY_KINDS)
-    out: dict[str, Any] = {"kinds": {k: {"count": len(v), "chance": _pct(v), "needs_image": needs_image[k]}
-                                     for k, v in sorted(chance.items())}}  # fmt: skip
-    for proto in PROTOCOLS:
-        hits = {m: defaultdict(list) for m in ("image", "blind")}
-        for (pr, m), sc in runs.items():
-            if pr == proto:
-                for p in pids:
-                    hits[m][kinds[p]].append(sc["results"][p] == problems[p]["answer"])
-        pool = {m: [h for k in reading for h in hits[m][k]] for m in hits}
-        out[proto] = {
-            "figure_reading": {"kinds": reading, "count": len(pool["image"]), "image": _pct(pool["image"]),
-                               "blind": _pct(pool["blind"]), "chance": _pct([c for k in reading for c in chance[k]])},
-            "per_kind": {k: {m: _pct(hits[m][k]) for m in hits} for k in sorted(chance)},
-            "groups": {m: runs[(proto, m)]["table"] for m in ("image", "blind")},
-            "overall": {m: runs[(proto, m)]["acc"] for m in ("image", "blind")},
-            "results": {m: runs[(proto, m)]["results"] for m in ("image", "blind")},
-        }  # fmt: skip
+def headline(results: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> dict[str, Any]:
+    """The numbers the demo's targets are checked on, per variant (``benchmarks/demo.py`` reads them)."""
+    out: dict[str, Any] = {"zero_shot": {p: s["acc"] for p, s in zero_shot(results).items()}}
+    for v in variants:
+        sfx = suffix(v)
+        cap = results[f"caption{sfx}"]["summary"]
+        image, blind = (
+            results[f"scifig-mcq{sfx}"]["figure_reading"],
+            results[f"scifig-mcq-blind{sfx}"]["figure_reading"],
+        )
+        out[v] = {"figure_type_acc": results[f"figure-type{sfx}"]["model"]["acc"], "caption_bleu": cap["bleu"],
+                  "caption_rouge_l": cap["rouge_l"],
+                  "mcq_overall": {"image": image["choice"]["overall"], "blind": blind["choice"]["overall"]},
+                  **{key: {"kinds": image["reading_kinds"], "count": image["count"],
+                           "image": image[p]["figure_reading"], "blind": blind[p]["figure_reading"],
+                           "chance": image["chance"]}
+                     for key, p in (("figure_reading", "choice"), ("figure_reading_letter", "letter"))}}  # fmt: skip
+        if f"vqa{sfx}" in results:
+            out[v]["vqa"] = results[f"vqa{sfx}"]["summary"]
     return out
 
 
-def _pct(values: list[Any]) -> float | None:
-    return round(100.0 * sum(map(float, values)) / len(values), 2) if values else None
+def evaluate(demo: Demo) -> dict[str, Any]:
+    """Step 8: run `eval_plan` (each run resumes what an interrupted step left) and summarise it in one line."""
+    plan = eval_plan(demo)
+    for run in plan:
+        print(f"       eval {run.folder}: {run.command()}", flush=True)
+        run_eval(run)
+    results = read_results(demo)
+    head = headline(results, demo.variants)
+    main, zs = head["CTOM"], max(head["zero_shot"].values(), default=None)
+    fr = main["figure_reading"]
+    line = (f"figure type {main['figure_type_acc']:.1f}% (CLIP zero-shot best {zs or 0:.1f}%), caption BLEU "
+            f"{main['caption_bleu']:.3f}; figure-reading MCQs {fr['image']}% with image vs {fr['blind']}% blind "
+            f"(chance {fr['chance']}%, n={fr['count']}, {len(fr['kinds'])} kinds); eval/ holds "
+            f"{', '.join(r.folder for r in plan)}")  # fmt: skip
+    return {"line": line, "headline": head, "runs": {r.folder: {"benchmark": r.benchmark, "variant": r.variant,
+                                                                "command": r.command()} for r in plan}}  # fmt: skip
 
 
-def zero_shot_baseline(clip_dir: Path, root: Path, records: list[dict[str, Any]], prompts: list[str]) -> dict:
-    """The micro CLIP's zero-shot figure-type accuracy on the test figures, for each prompt template."""
-    from scitune.eval.zeroshot import zero_shot_figure_types
-
-    golds = [r["figure_type"] for r in records]
-    images = [root / r["image"] for r in records]
-    out = {}
-    for prompt in prompts:
-        preds = zero_shot_figure_types(str(clip_dir), images, FIGURE_TYPES, prompt)
-        out[prompt] = score_figure_types(golds, preds)
-    return out
-
-
-def load_split(root: Path, split: str) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    """SciFig ``split``: its SciCap-style records, all ScienceQA-style problems and the split's pids."""
-    import json
-
-    records = [json.loads(x) for x in (root / "scicap" / f"{split}.jsonl").read_text().splitlines() if x.strip()]
-    problems = read_json(root / "scienceqa" / "problems.json")
-    pids = read_json(root / "scienceqa" / "pid_splits.json")[split]
-    return records, problems, pids
-
-
-def fewshot_rows(model: Any, sqa_root: Path, limit: int, progress: bool) -> dict[str, float]:
-    """Few-shot VQA (``[image] Q: q A:``, 0/1/2 shots from train, blind rows without images) on SciFig test."""
-    from scitune.eval.vqa import fewshot_vqa_rows, load_vqa
-
-    items = [x for x in load_vqa(sqa_root, split="test") if x.image][:limit]
-    support = [x for x in load_vqa(sqa_root, split="train") if x.image]
-    return fewshot_vqa_rows(model, items, support, shots=(0, 1, 2), blind=True, progress=progress)
+def predictions(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{id: record}`` of a benchmark folder's predictions.jsonl ({} when it has none)."""
+    path = folder / "predictions.jsonl"
+    if not path.is_file():
+        return {}
+    recs = (json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip())
+    return {r["id"]: r for r in recs}

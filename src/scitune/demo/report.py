@@ -7,8 +7,9 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scitune.demo.evaluate import PROTOCOLS
+from scitune.demo.evaluate import eval_plan, headline, predictions, read_results, suffix, zero_shot
 from scitune.eval.figure_type import FIGURE_TYPES, plot_confusion
+from scitune.eval.scifig_mcq import PROTOCOLS
 from scitune.io import atomic_path, read_json, write_text
 
 if TYPE_CHECKING:
@@ -57,9 +58,11 @@ def plot_types(results: dict[str, Any], variants: tuple[str, ...], path: Path) -
     """Per-type figure-type accuracy: the stage-1 model(s) beside the CLIP zero-shot baseline (best prompt)."""
     import numpy as np
 
-    zs_prompt, zs = max(results["zero_shot"].items(), key=lambda kv: kv[1]["acc"])
-    bars = [(f"scitune stage 1 ({v})", results[v]["stage1"]["figure_type"]) for v in variants]
-    bars.append((f"CLIP zero-shot '{zs_prompt}'", zs))
+    bars = [(f"scitune stage 1 ({v})", results[f"figure-type{suffix(v)}"]["model"]) for v in variants]
+    zs = zero_shot(results)
+    if zs:
+        prompt = max(zs, key=lambda p: zs[p]["acc"] or 0.0)
+        bars.append((f"CLIP zero-shot '{prompt}'", zs[prompt]))
     fig, sub = _figure(7.0, 3.0)
     ax = sub()
     x, w = np.arange(len(FIGURE_TYPES)), 0.8 / len(bars)
@@ -72,21 +75,21 @@ def plot_types(results: dict[str, Any], variants: tuple[str, ...], path: Path) -
     _save(fig, path)
 
 
-def plot_kinds(mcq: dict[str, Any], path: Path) -> None:
-    """Accuracy per question kind (choice protocol) with the figure, with a blank image (blind), and chance."""
+def plot_kinds(image: dict[str, Any], blind: dict[str, Any], path: Path) -> None:
+    """Accuracy per question kind (choice protocol) with the figure, with a blank image (blind), and chance;
+    ``image`` and ``blind`` are the ``figure_reading`` parts of the two scifig-mcq results."""
     import numpy as np
 
-    kinds = [k for k, v in mcq["kinds"].items() if v["needs_image"]]
+    kinds = [k for k, v in image["kinds"].items() if v["needs_image"]]
     if not kinds:
         return
-    per = mcq["choice"]["per_kind"]
     fig, sub = _figure(7.0, 0.35 * len(kinds) + 1.2)
     ax = sub()
     y = np.arange(len(kinds))
-    for k, (key, color) in enumerate((("image", "#2171b5"), ("blind", "#bdbdbd"))):
-        ax.barh(y + 0.4 * k, [per[q][key] or 0 for q in kinds], 0.4, color=color, label=key)
-    ax.scatter([mcq["kinds"][q]["chance"] for q in kinds], y + 0.2, marker="|", color="red", s=120, label="chance")
-    ax.set_yticks(y + 0.2, [f"{q} (n={mcq['kinds'][q]['count']})" for q in kinds], fontsize=7)
+    for k, (run, label, color) in enumerate(((image, "image", "#2171b5"), (blind, "blind", "#bdbdbd"))):
+        ax.barh(y + 0.4 * k, [run["choice"]["per_kind"][q] or 0 for q in kinds], 0.4, color=color, label=label)
+    ax.scatter([image["kinds"][q]["chance"] for q in kinds], y + 0.2, marker="|", color="red", s=120, label="chance")
+    ax.set_yticks(y + 0.2, [f"{q} (n={image['kinds'][q]['count']})" for q in kinds], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("accuracy (%)")
     ax.set_xlim(0, 100)
@@ -116,22 +119,28 @@ def plot_examples(root: Path, examples: list[dict[str, Any]], path: Path) -> Non
         fig.savefig(tmp, format="png")
 
 
-def pick_examples(root: Path, results: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """``n`` test figures of distinct types, each with one of its image questions and both answers."""
-    from scitune.demo.evaluate import load_split
+def pick_examples(demo: Demo, results: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """``n`` test figures of distinct types, each with one of its image questions and both answers (the option the
+    explanation names), read from the figure-type and scifig-mcq runs."""
+    import json
 
-    figs, problems, pids = load_split(root, "test")
-    r = results["CTOM"]
-    out, seen = [], set()
+    root = demo.path("scifig")
+    figs = [json.loads(x) for x in (root / "scicap" / "test.jsonl").read_text().splitlines() if x.strip()]
+    problems = read_json(root / "scienceqa" / "problems.json")
+    pids = read_json(root / "scienceqa" / "pid_splits.json")["test"]
+    described = predictions(demo.path("eval", "figure-type"))
+    picked = {m: results[f"scifig-mcq{'-blind' if m == 'blind' else ''}"]["figure_reading"]["choice"]["results"]
+              for m in ("image", "blind")}  # fmt: skip
+    out, seen, letters = [], set(), "ABCDE"
     for f in figs:
         qs = [p for p in pids if p.startswith(f["id"] + "-q")]
         if f["figure_type"] in seen or not qs:
             continue
         seen.add(f["figure_type"])
-        p, letters = problems[qs[0]], "ABCDE"
-        idx = {m: r["mcq"]["choice"]["results"][m][qs[0]] for m in ("image", "blind")}
-        out.append({"image": f["image"], "type": f["figure_type"], "generated": r["stage1"]["outputs"][f["id"]],
-                    "question": p["question"], "gold": letters[p["answer"]],
+        p, idx = problems[qs[0]], {m: picked[m].get(qs[0], -1) for m in picked}
+        out.append({"image": f["image"], "type": f["figure_type"],
+                    "generated": described.get(f["id"], {}).get("text", ""), "question": p["question"],
+                    "gold": letters[p["answer"]],
                     "choices": " ".join(f"({letters[i]}) {c}" for i, c in enumerate(p["choices"])),
                     "pred": letters[idx["image"]] if idx["image"] >= 0 else "?",
                     "blind": letters[idx["blind"]] if idx["blind"] >= 0 else "?"})  # fmt: skip
@@ -150,62 +159,78 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def results_tables(results: dict[str, Any], variants: tuple[str, ...]) -> list[str]:
-    """The Markdown tables of the evaluation: figure type, captions, MCQs (headline, groups, kinds)."""
-    zs = results["zero_shot"]
-    lines = ["## Figure type (SciFig test)", ""]
+    """The Markdown tables of the evaluation, from the benchmarks' results: figure type, captions, MCQs."""
+    zs = zero_shot(results)
+    lines = ["## Figure type (SciFig test; `figure-type` benchmark)", ""]
     cols = [f"stage 1 ({v})" for v in variants] + [f"CLIP zero-shot '{p}'" for p in zs]
-    scores = [results[v]["stage1"]["figure_type"] for v in variants] + list(zs.values())
+    scores = [results[f"figure-type{suffix(v)}"]["model"] for v in variants] + list(zs.values())
     rows = [[t] + [s["per_type"][t]["acc"] for s in scores] for t in FIGURE_TYPES]
     lines += _table(["type", *cols], [*rows, ["**all**", *[s["acc"] for s in scores]]])
-    lines += ["", "## Captions (first sentence after the type; SciTune Table 2 metrics)", ""]
-    cap = [[v, results[v]["stage1"]["captions"]["bleu"]["mean"], results[v]["stage1"]["captions"]["rouge_l"]["mean"],
-            results[v]["stage1"]["captions"]["sacrebleu_corpus"]] for v in variants]  # fmt: skip
-    lines += _table(["stage 1 variant", "BLEU (google)", "ROUGE-L", "sacreBLEU corpus"], cap)
+    lines += ["", "## Captions (`caption` benchmark: first sentence after the type; SciTune Table 2 metrics)", ""]
+    caps = [(v, results[f"caption{suffix(v)}"]["summary"]) for v in variants]
+    cap = [[v, c["bleu"], c["rouge_l"], c["sacrebleu"], c["cider_d"], c.get("clipscore")] for v, c in caps]
+    lines += _table(["stage 1 variant", "BLEU (google)", "ROUGE-L", "sacreBLEU corpus", "CIDEr-D", "CLIPScore"], cap)
     for v in variants:
-        lines += mcq_tables(results[v]["mcq"], v)
+        sfx = suffix(v)
+        lines += mcq_tables(results[f"scifig-mcq{sfx}"], results[f"scifig-mcq-blind{sfx}"], v)
     return lines
 
 
-def mcq_tables(m: dict[str, Any], variant: str) -> list[str]:
-    """Headline, ScienceQA groups and per-kind accuracy of one stage-2 model, under both answer protocols."""
-    fr = m["choice"]["figure_reading"]
-    lines = ["", f"## MCQs after stage 2 (stage 1 {variant})", "",
-             f"Figure-reading questions: {fr['count']} test image questions of {len(fr['kinds'])} kinds that the "
-             f"figure type alone does not answer ({', '.join(fr['kinds'])}). *choice*: the option the generated "
-             "explanation names (else its letter); *letter*: LLaVA's official letter parse only.", ""]  # fmt: skip
-    rows = [[p, m[p]["figure_reading"]["image"], m[p]["figure_reading"]["blind"], fr["chance"]] for p in PROTOCOLS]
+def mcq_tables(image_run: dict[str, Any], blind_run: dict[str, Any], variant: str) -> list[str]:
+    """Headline, ScienceQA groups and per-kind accuracy of one stage-2 model with the figure and blind (the
+    ``scifig-mcq`` runs without and with ``--blind``), under both answer protocols."""
+    m = {"image": image_run["figure_reading"], "blind": blind_run["figure_reading"]}
+    fr = m["image"]
+    lines = ["", f"## MCQs after stage 2 (stage 1 {variant}; `scifig-mcq` benchmark, with and without `--blind`)", "",
+             f"Figure-reading questions: {fr['count']} test image questions of {len(fr['reading_kinds'])} kinds that "
+             f"the figure type alone does not answer ({', '.join(fr['reading_kinds'])}). *choice*: the option the "
+             "generated explanation names (else its letter); *letter*: LLaVA's official letter parse only.",
+             ""]  # fmt: skip
+    rows = [[p, m["image"][p]["figure_reading"], m["blind"][p]["figure_reading"], fr["chance"]] for p in PROTOCOLS]
     lines += _table(["answer read as", "with image", "blind (blank image)", "chance"], rows)
     lines += ["", "ScienceQA groups (all test MCQs; the blind run blanks the image of IMG questions):", ""]
     rows = [
-        [f"{p}, {r}", *[m[p]["groups"][r][c] for c in GROUP_COLUMNS]] for p in PROTOCOLS for r in ("image", "blind")
+        [f"{p}, {r}", *[m[r][p]["groups"][c] for c in GROUP_COLUMNS]] for p in PROTOCOLS for r in ("image", "blind")
     ]
     lines += _table(["run", *GROUP_COLUMNS], rows)
     lines += ["", "Per question kind (accuracy %):", ""]
     rows = [[k, d["count"], "yes" if d["needs_image"] else "no (text)", d["chance"],
-             *[m[p]["per_kind"][k][r] for p in PROTOCOLS for r in ("image", "blind")]]
-            for k, d in m["kinds"].items()]  # fmt: skip
+             *[m[r][p]["per_kind"][k] for p in PROTOCOLS for r in ("image", "blind")]]
+            for k, d in fr["kinds"].items()]  # fmt: skip
     head = ["kind", "n", "image", "chance", "choice: image", "choice: blind", "letter: image", "letter: blind"]
     return lines + _table(head, rows)
 
 
 def ablation_table(results: dict[str, Any], variants: tuple[str, ...]) -> list[str]:
     """SciTune Table 3 at micro scale: stage-1 variant vs figure type, captions and stage-2 accuracy."""
+    head_line = headline(results, variants)
     rows = []
     for v in variants:
-        s1, mc = results[v]["stage1"], results[v]["mcq"]["choice"]
-        rows.append([v, s1["figure_type"]["acc"], s1["captions"]["bleu"]["mean"], mc["overall"]["image"],
-                     mc["figure_reading"]["image"], mc["figure_reading"]["blind"]])  # fmt: skip
+        h = head_line[v]
+        rows.append([v, h["figure_type_acc"], h["caption_bleu"], h["mcq_overall"]["image"],
+                     h["figure_reading"]["image"], h["figure_reading"]["blind"]])  # fmt: skip
     head = ["stage 1 variant", "figure type %", "caption BLEU", "MCQ all %", "figure reading %", "blind %"]
     lines = ["## Ablation: stage-1 variant (SciTune Table 3)", "", *_table(head, rows), ""]
-    vqa = {v: results[v]["vqa"] for v in variants if "vqa" in results[v]}
+    vqa = {v: head_line[v]["vqa"] for v in variants if "vqa" in head_line[v]}
     if vqa:
         names = list(next(iter(vqa.values())))
-        lines += ["### Few-shot VQA on SciFig test questions (seed 003's protocol; VQA accuracy %)", "",
+        lines += ["### Few-shot VQA on SciFig test questions (`vqa` benchmark; VQA accuracy %)", "",
                   *_table(["stage 1 variant", *names], [[v, *[r[n] for n in names]] for v, r in vqa.items()]),
                   "", "Open-ended answers (`[image] Q: q A:`), n shots from train; blind rows drop every image. "
                   "The stage-2 model was trained to answer multiple-choice prompts, so low numbers here are expected.",
                   ""]  # fmt: skip
     return lines
+
+
+def runs_section(demo: Demo, results: dict[str, Any]) -> list[str]:
+    """Each benchmark run: its folder (predictions.jsonl, results.json, report.md, plots) and its command."""
+    lines = ["## Benchmark runs", "",
+             "Each ran through `scitune.eval.runner.run_benchmark`, as the command beside it does; a rerun of the "
+             "command (with another `--out`) gives the same numbers.", ""]  # fmt: skip
+    for run in eval_plan(demo):
+        if run.folder in results:
+            lines += [f"- [`eval/{run.folder}`](eval/{run.folder}/report.md): `{run.command()}`"]
+    return [*lines, ""]
 
 
 def write_report(demo: Demo, records: dict[str, Any]) -> Path:
@@ -222,26 +247,32 @@ def write_report(demo: Demo, records: dict[str, Any]) -> Path:
     lines += _table(["step", "seconds", "summary"], [[k, r["seconds"], r["line"]] for k, r in records.items()])
     plot_losses(records, img / "losses.png")
     lines += ["", "![loss curves](report/losses.png)", ""]
-    res_path = demo.path("eval", "results.json")
-    if res_path.is_file():
-        results = read_json(res_path)
-        variants = tuple(v for v in demo.variants if v in results)
+    results = read_results(demo)
+    variants = tuple(v for v in demo.variants if _complete(results, v))
+    if "CTOM" in variants:
         plot_types(results, variants, img / "figure_type.png")
-        plot_confusion(results["CTOM"]["stage1"]["figure_type"]["confusion"], img / "confusion.png",
+        plot_confusion(results["figure-type"]["model"]["confusion"], img / "confusion.png",
                        "stage 1 (CTOM): gold vs generated type")  # fmt: skip
-        plot_kinds(results["CTOM"]["mcq"], img / "mcq_kinds.png")
-        plot_examples(demo.path("scifig"), pick_examples(demo.path("scifig"), results, demo.size.examples),
-                      img / "examples.png")  # fmt: skip
+        plot_kinds(results["scifig-mcq"]["figure_reading"], results["scifig-mcq-blind"]["figure_reading"],
+                   img / "mcq_kinds.png")  # fmt: skip
+        plot_examples(demo.path("scifig"), pick_examples(demo, results, demo.size.examples), img / "examples.png")
         lines += results_tables(results, variants)
         lines += ["", "![per-type accuracy](report/figure_type.png) ![confusion](report/confusion.png)", "",
                   "![per-kind MCQ accuracy](report/mcq_kinds.png)", ""]  # fmt: skip
         if len(variants) > 1:
             lines += ablation_table(results, variants)
         lines += ["## Examples (test figures)", "", "![examples](report/examples.png)", ""]
+        lines += runs_section(demo, results)
     lines += ["## Notes", "", *NOTES, f"- OCR: {records.get('1-data', {}).get('summary', {}).get('why', '-')}."]
     path = demo.path("report.md")
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _complete(results: dict[str, Any], variant: str) -> bool:
+    """Whether the four runs of ``variant`` (figure type, captions, MCQs with the figure and blind) have results."""
+    sfx = suffix(variant)
+    return all(f"{name}{sfx}" in results for name in ("figure-type", "caption", "scifig-mcq", "scifig-mcq-blind"))
 
 
 NOTES = [

@@ -82,6 +82,7 @@ class Demo:
 
     def run(self) -> dict[str, Any]:
         from scitune.demo import steps
+        from scitune.demo.evaluate import evaluate
         from scitune.demo.report import write_report
 
         check_out_dir(self.out, MB_PER_TRAIN_FIGURE * self.size.n_train + 50, self.cfg.overwrite)
@@ -100,7 +101,7 @@ class Demo:
             sfx = "" if v == "CTOM" else f"-{v}"
             plan.append((f"6-align{sfx}", lambda v=v: steps.train_stage(self, "align", v)))
             plan.append((f"7-finetune{sfx}", lambda v=v: steps.train_stage(self, "finetune", v)))
-        plan.append(("8-evaluate", lambda: steps.evaluate(self)))
+        plan.append(("8-evaluate", lambda: evaluate(self)))
         records = {name: self.step(name, fn) for name, fn in plan}
         write_report(self, records)
         return records

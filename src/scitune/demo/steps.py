@@ -1,4 +1,5 @@
-"""The demo's step functions; each takes the `Demo` and returns a summary dict with a one-line ``line``."""
+"""The demo's steps 1-7 (step 8, the evaluation, is `scitune.demo.evaluate`); each takes the `Demo` and returns a
+summary dict with a one-line ``line``."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scitune.io import read_json, write_json, write_jsonl
+from scitune.io import read_json, write_jsonl
 
 if TYPE_CHECKING:
     from scitune.demo.runner import Demo
-
-ZERO_SHOT_PROMPTS = ("a {}", "a {} from a scientific paper")
-VQA_QUESTIONS = 120
-"""Test image questions in the ablation's few-shot VQA rows (0/1/2 shots, each with and without images)."""
-"""Prompt templates of the CLIP zero-shot baseline."""
 
 
 def _records(root: Path, split: str) -> list[dict[str, Any]]:
@@ -257,43 +253,3 @@ def train_stage(demo: Demo, stage: str, variant: str) -> dict[str, Any]:
     line = (f"{r.steps} steps, loss {losses[0]:.3f} -> {sum(losses[-5:]) / len(losses[-5:]):.3f} (last 5), "
             f"trainable {trained}")  # fmt: skip
     return {"line": line, "steps": r.steps, "losses": losses, "trainable": trained, "checkpoint": r.final_checkpoint}
-
-
-def evaluate(demo: Demo) -> dict[str, Any]:
-    """Step 8: figure type + captions (stage 1), zero-shot CLIP, MCQs with image and blind (stage 2), per variant."""
-    from scitune.demo import evaluate as ev
-    from scitune.loader import load as load_model
-
-    s, root, p = demo.size, demo.path("scifig"), demo.cfg.progress
-    figs, problems, pids = ev.load_split(root, "test")
-    results: dict[str, Any] = {"zero_shot": ev.zero_shot_baseline(demo.path("models", "clip"), root, figs,
-                                                                  list(ZERO_SHOT_PROMPTS))}  # fmt: skip
-    for v in demo.variants:
-        stage1 = ev.describe_figures(load_model(demo.path("runs", f"align-{v}", "final")), root, figs,
-                                     s.caption_tokens, p)  # fmt: skip
-        model = load_model(demo.path("runs", f"finetune-{v}", "final"))
-        answers = ev.answer_mcqs(model, root / "scienceqa", pids, problems, s.prompt_format, s.answer_tokens, p)
-        results[v] = {"stage1": stage1, "mcq": ev.score_mcqs(problems, pids, answers), "answers": answers}
-        if demo.cfg.ablation:  # seed 003's few-shot protocol on SciFig questions, with and without the images
-            results[v]["vqa"] = ev.fewshot_rows(model, root / "scienceqa", VQA_QUESTIONS, p)
-    write_json(demo.path("eval", "results.json"), results)
-    main = results["CTOM"]
-    zs = max(z["acc"] for z in results["zero_shot"].values())
-    fr = main["mcq"]["choice"]["figure_reading"]
-    line = (f"figure type {main['stage1']['figure_type']['acc']:.1f}% (CLIP zero-shot best {zs:.1f}%), "
-            f"caption BLEU {main['stage1']['captions']['bleu']['mean']:.3f}; figure-reading MCQs {fr['image']}% "
-            f"with image vs {fr['blind']}% blind (chance {fr['chance']}%, n={fr['count']}, {len(fr['kinds'])} kinds)")  # fmt: skip
-    return {"line": line, "headline": _headline(results)}
-
-
-def _headline(results: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"zero_shot": {k: v["acc"] for k, v in results["zero_shot"].items()}}
-    for v, r in results.items():
-        if v == "zero_shot":
-            continue
-        out[v] = {"figure_type_acc": r["stage1"]["figure_type"]["acc"],
-                  "caption_bleu": r["stage1"]["captions"]["bleu"]["mean"],
-                  "caption_rouge_l": r["stage1"]["captions"]["rouge_l"]["mean"],
-                  "mcq_overall": r["mcq"]["choice"]["overall"], "figure_reading": r["mcq"]["choice"]["figure_reading"],
-                  "figure_reading_letter": r["mcq"]["letter"]["figure_reading"]}  # fmt: skip
-    return out

@@ -1,6 +1,17 @@
 """Evaluation: benchmarks (registered in `BENCHMARKS`), their official scoring, the runner and reports."""
 
-from scitune.eval import captioning, ethics, figure_type, llava_bench, mme, pope, scienceqa_benchmark, truthfulqa, vqa
+from scitune.eval import (
+    captioning,
+    ethics,
+    figure_type,
+    llava_bench,
+    mme,
+    pope,
+    scienceqa_benchmark,
+    scifig_mcq,
+    truthfulqa,
+    vqa,
+)
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example
 
 __all__ = [
@@ -15,6 +26,7 @@ __all__ = [
     "mme",
     "pope",
     "scienceqa_benchmark",
+    "scifig_mcq",
     "truthfulqa",
     "vqa",
 ]

@@ -156,7 +156,10 @@ class CaptionBenchmark(Benchmark):
         refs = [e.target for e in examples]
         bleus = [google_bleu(h, r) for h, r in zip(hyps, refs)]
         rouges = [rouge_l(h, r) for h, r in zip(hyps, refs)]
-        cider = cider_d(hyps, [[r] for r in refs], self.opts.cider_tokenizer)
+        try:
+            cider = cider_d(hyps, [[r] for r in refs], self.opts.cider_tokenizer)
+        except ImportError as e:  # pycocoevalcap comes with the eval extra; BLEU and ROUGE-L need no extra
+            cider = {"cider_d": None, "tokenizer": self.opts.cider_tokenizer, "missing": f"{e} (or 'scitune[eval]')"}
         bleu, rouge = mean_std(bleus), mean_std(rouges)
         results: dict[str, Any] = {
             "summary": {
@@ -169,7 +172,7 @@ class CaptionBenchmark(Benchmark):
             "count": len(hyps),
             "bleu": bleu,
             "rouge_l": rouge,
-            "cider": {"cider_d": cider["cider_d"], "tokenizer": cider["tokenizer"]},
+            "cider": {k: v for k, v in cider.items() if k != "per_item"},
             "per_caption": {"bleu": bleus, "rouge_l": rouges},
             "samples": [{"id": e.id, "caption": h, "reference": e.target} for e, h in list(zip(examples, hyps))[:5]],
         }
@@ -197,7 +200,10 @@ class CaptionBenchmark(Benchmark):
         rows = [
             ["BLEU (Google-BLEU, sentence, mean ± std)", f"{_pm(b)}"],
             ["ROUGE-L (rouge-score F, mean ± std)", f"{_pm(r)}"],
-            [f"CIDEr-D (pycocoevalcap, {results['cider']['tokenizer']} tokens)", s["cider_d"]],
+            [
+                f"CIDEr-D (pycocoevalcap, {results['cider']['tokenizer']} tokens)",
+                s["cider_d"] if "missing" not in results["cider"] else f"- ({results['cider']['missing']})",
+            ],
             ["sacreBLEU corpus BLEU (13a, 0-100)", s["sacrebleu"]],
         ]
         if "clip" in results:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,9 @@ class FigureTypeOptions(EvalOptions):
     """A CLIP-like checkpoint folder: adds the zero-shot baseline (image-text similarity with the five type names)."""
     clip_prompt: str = "a {}"
     """Text template of the zero-shot baseline, {} = the type name (e.g. "a {} from a scientific paper")."""
+    clip_prompts: list[str] = field(default_factory=list)
+    """More templates scored beside --clip_prompt, as a JSON list ('["a {} from a scientific paper"]'): each gets
+    a column, and the best of all is the baseline (``clip_acc``)."""
 
 
 def scicap_examples(data: str, image_root: str | None, question: str) -> tuple[list[Example], list[dict[str, Any]]]:
@@ -193,6 +196,8 @@ class FigureTypeBenchmark(Benchmark):
         return f"{example.text}\n<image>" if example.images else example.text
 
     def _clip(self, examples: list[Example]) -> dict[str, Any]:
+        """The zero-shot baseline: the scores of the best prompt, with ``prompt``, ``model`` and, for several
+        prompts, ``by_prompt`` (prompt -> scores)."""
         try:
             from scitune.eval.zeroshot import zero_shot_figure_types
         except ImportError as e:
@@ -201,9 +206,15 @@ class FigureTypeBenchmark(Benchmark):
         if missing:
             return {"note": f"zero-shot baseline skipped: {len(missing)} image(s) not found, e.g. {missing[0]}"}
         paths = [e.images[0] for e in examples]  # opened batch by batch by the classifier
-        preds = zero_shot_figure_types(self.opts.clip, paths, list(FIGURE_TYPES), prompt=self.opts.clip_prompt)
-        out = score_figure_types([e.target for e in examples], preds)
-        out["model"] = self.opts.clip
+        prompts = list(dict.fromkeys([self.opts.clip_prompt, *self.opts.clip_prompts]))
+        by_prompt = {}
+        for prompt in prompts:  # the CLIP folder is read once per prompt: a second's work for the micro CLIP
+            preds = zero_shot_figure_types(self.opts.clip, paths, list(FIGURE_TYPES), prompt=prompt)
+            by_prompt[prompt] = score_figure_types([e.target for e in examples], preds)
+        best = max(prompts, key=lambda p: by_prompt[p]["acc"] or 0.0)  # the first of equals
+        out = {**by_prompt[best], "prompt": best, "model": self.opts.clip}
+        if len(prompts) > 1:
+            out["by_prompt"] = by_prompt
         return out
 
     def score(self, examples: list[Example], predictions: dict[str, dict[str, Any]], ctx: ScoreContext) -> dict:
@@ -226,11 +237,11 @@ class FigureTypeBenchmark(Benchmark):
         from scitune.eval.report import md_table
 
         res, clip = results["model"], results.get("clip", {})
-        has_clip = "per_type" in clip
-        head = ["Figure Type", "n", *(["CLIP zero-shot"] if has_clip else []), "model"]
-        rows = [[t, res["per_type"][t]["count"], *([clip["per_type"][t]["acc_str"]] if has_clip else []),
+        zs = _zero_shot_columns(clip)
+        head = ["Figure Type", "n", *zs, "model"]
+        rows = [[t, res["per_type"][t]["count"], *(s["per_type"][t]["acc_str"] for s in zs.values()),
                  res["per_type"][t]["acc_str"]] for t in FIGURE_TYPES]  # fmt: skip
-        rows.append(["All", res["count"], *([clip["acc_str"]] if has_clip else []), res["acc_str"]])
+        rows.append(["All", res["count"], *(s["acc_str"] for s in zs.values()), res["acc_str"]])
         text = f"Accuracy (%) per gold type; type located with the `{results['rule']}` rule"
         text += f"; {results['skipped_other_types']} records of other types skipped.\n\n" + md_table(head, rows)
         if "note" in clip:
@@ -249,8 +260,17 @@ class FigureTypeBenchmark(Benchmark):
         names = ["per_type.png", "confusion.png"]
         if "per_type" in clip:
             series = {"CLIP zero-shot": [clip["per_type"][t]["acc"] for t in FIGURE_TYPES] + [clip["acc"]], **series}
-            plot_confusion(clip["confusion"], out_dir / "clip_confusion.png", title="figure type: CLIP zero-shot")
+            plot_confusion(clip["confusion"], out_dir / "clip_confusion.png",
+                           title=f"figure type: CLIP zero-shot '{clip.get('prompt', '')}'")  # fmt: skip
             names.append("clip_confusion.png")
         bar_chart(out_dir / "per_type.png", [*FIGURE_TYPES, "All"], series, title="figure-type accuracy (%)",
                   ylabel="accuracy (%)")  # fmt: skip
         return names
+
+
+def _zero_shot_columns(clip: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Report column name -> zero-shot scores: one per prompt (``CLIP zero-shot '<prompt>'``), none without --clip."""
+    if "per_type" not in clip:
+        return {}
+    by_prompt = clip.get("by_prompt") or {clip.get("prompt", ""): clip}
+    return {f"CLIP zero-shot '{p}'": s for p, s in by_prompt.items()}

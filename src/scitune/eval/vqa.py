@@ -21,7 +21,6 @@ __all__ = [
     "VqaItem",
     "VqaOptions",
     "build_vqa_examples",
-    "fewshot_vqa_rows",
     "load_vqa",
     "normalize_vqa_answer",
     "row_names",
@@ -418,48 +417,3 @@ class VqaBenchmark(Benchmark):
             out_dir / "vqa.png", [f"{n}-shot" for n in shots], series, title="few-shot VQA", ylabel="accuracy (%)"
         )
         return ["vqa.png"]
-
-
-def fewshot_vqa_rows(
-    loaded: Any,
-    examples: Sequence[VqaItem],
-    support: Sequence[VqaItem],
-    shots: Sequence[int] = (0, 1, 2),
-    blind: bool = True,
-    max_new_tokens: int = 8,
-    progress: bool = False,
-    seed: int = 0,
-    batch_size: int = 8,
-) -> dict[str, float]:
-    """Few-shot VQA accuracy of a loaded model, without files: generate every row's answers and score them.
-
-    Args:
-        loaded: a model and its processor (`scitune.loader.load`).
-        examples: the questions (`load_vqa`); those without an image are left out.
-        support: the items shots are drawn from.
-        shots: shot counts, one row each.
-        blind: also each shot count without images (rows ``blind-n-shot``).
-        max_new_tokens: most tokens per answer (greedy decoding).
-        progress: show a progress bar.
-        seed: seed of the shot draw.
-        batch_size: prompts per generation batch.
-
-    Returns:
-        VQA accuracy (%) per row name, e.g. ``{"0-shot": 12.5, "1-shot": 25.0, ..., "blind-0-shot": 10.0, ...}``.
-    """
-    from tqdm import tqdm
-
-    from scitune.config.schema import GenerationConfig
-    from scitune.infer.generate import Generator, Prompt, open_image
-
-    model, processor = loaded
-    token = processor.image_token
-    items = build_vqa_examples(examples, support, shots, blind, seed, token)
-    gen, cfg = Generator(model, processor), GenerationConfig(max_new_tokens=max_new_tokens)
-    predictions: dict[str, dict[str, Any]] = {}
-    for start in tqdm(range(0, len(items), batch_size), desc="few-shot VQA", disable=not progress):
-        batch = items[start : start + batch_size]
-        prompts = [Prompt.single(e.text, [open_image(p) for p in e.images], token) for e in batch]
-        for e, text in zip(batch, gen.generate(prompts, cfg)):
-            predictions[e.id] = {"text": text}
-    return {name: r["accuracy"] for name, r in score_vqa_rows(items, predictions)["rows"].items()}

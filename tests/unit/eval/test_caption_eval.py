@@ -89,3 +89,22 @@ def test_vistext_split_file(tmp_path):
             assert res["summary"]["bleu"] == pytest.approx(bleu)
         else:
             assert res["summary"]["bleu"] < 1.0  # the reference also holds the L2/L3 sentence
+
+
+def test_missing_pycocoevalcap_leaves_cider_out(tmp_path, monkeypatch):
+    """Without the eval extra's pycocoevalcap the caption benchmark still scores BLEU and ROUGE-L (the demo runs it)."""
+    import sys
+
+    data = tmp_path / "test.jsonl"
+    _write_scicap(data, ["Accuracy versus epochs.", "Packet drop rate per router."])
+    pred = tmp_path / "p.jsonl"
+    pred.write_text("".join(json.dumps({"id": f"f{i}", "text": t}) + "\n"
+                            for i, t in enumerate(["Accuracy versus epochs.", "Drop rate."])))  # fmt: skip
+    monkeypatch.setitem(sys.modules, "pycocoevalcap.cider.cider", None)  # import fails
+    out = tmp_path / "o"
+    assert main(["caption", "--data", str(data), "--predictions", str(pred), "--out", str(out), "--progress",
+                 "false"]) == 0  # fmt: skip
+    res = json.loads((out / "results.json").read_text())
+    assert res["summary"]["cider_d"] is None and "pycocoevalcap" in res["cider"]["missing"]
+    assert res["per_caption"]["bleu"][0] == pytest.approx(1.0)
+    assert "CIDEr-D (pycocoevalcap, simple tokens) | - (CIDEr needs pycocoevalcap" in (out / "report.md").read_text()

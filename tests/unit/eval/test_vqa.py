@@ -13,7 +13,6 @@ from scitune.cli.eval import main
 from scitune.eval.vqa import (
     VqaItem,
     build_vqa_examples,
-    fewshot_vqa_rows,
     load_vqa,
     normalize_vqa_answer,
     row_names,
@@ -195,8 +194,6 @@ def test_scifig_adapter(scifig):
 
 
 def test_tiny_model_end_to_end(scifig, tmp_path_factory, tmp_path):
-    from scitune.loader import tiny_vlm
-
     ck = session_checkpoint(tmp_path_factory)["checkpoint"]
     out = tmp_path / "vqa"
     assert main(["vqa", "--data", str(scifig / "scienceqa"), "--checkpoint", ck, "--out", str(out), "--shots",
@@ -209,9 +206,5 @@ def test_tiny_model_end_to_end(scifig, tmp_path_factory, tmp_path):
     assert len(recs) == 6 * questions and res["input"]["missing"] == 0
     two = next(r for r in recs if r["id"].startswith("2-shot/"))
     assert two["prompt"].count("<image>") == 3 and two["prompt"].count("Q: ") == 3
-
-    queries = load_vqa(scifig / "scienceqa", split="test")
-    support = load_vqa(scifig / "scienceqa", split="train")
-    rows = fewshot_vqa_rows(tiny_vlm(), queries, support, shots=(0, 1), blind=True, max_new_tokens=2)
-    assert set(rows) == {"0-shot", "1-shot", "blind-0-shot", "blind-1-shot"}
-    assert all(0 <= v <= 100 for v in rows.values())
+    blind = next(r for r in recs if r["id"].startswith("blind-2-shot/"))
+    assert "<image>" not in blind["prompt"] and blind["prompt"].count("Q: ") == 3
