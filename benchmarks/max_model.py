@@ -20,6 +20,10 @@ Any other failure is an error: it is printed with its message and the script exi
 
   python benchmarks/max_model.py --profile cpu --memory-gib 2      # -> benchmarks/results/max_model_cpu.json
   python benchmarks/max_model.py --profile gpu                     # -> benchmarks/results/max_model_gpu.json
+  python benchmarks/max_model.py --profile cpu-tiny --threads 1    # the code paths in seconds (gpu_check --dry-run)
+
+``--start`` skips the small end of a mode's ladder (e.g. ``lora=Llama-2-7B``) and ``--deadline-s`` stops starting
+trials after that many seconds (later rows: "not tried"); ``benchmarks/gpu_check.py`` uses both to fit its budget.
 """
 
 from __future__ import annotations
@@ -74,6 +78,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             ("cpu-h1024-L8", llama(1024, 2752, 8, 16, 16, 4096)),
             ("cpu-h1536-L8", llama(1536, 4128, 8, 16, 16, 4096)),
             ("cpu-h2048-L8", llama(2048, 5504, 8, 16, 16, 4096)),
+        ],
+    },
+    "cpu-tiny": {  # the code paths in seconds: the first shape fits in 0.5 GiB, the second (110 M) does not
+        "device": "cpu", "seq_len": 48, "memory_gib": 0.5, "vision": clip(32, 1, 2, 32, 8),
+        "ladder": [
+            ("tiny-h64-L2", llama(64, 176, 2, 4, 4, 512)),
+            ("tiny-h1024-L8", llama(1024, 2752, 8, 16, 16, 4096)),
         ],
     },
 }  # fmt: skip
@@ -277,14 +288,58 @@ def fmt_row(r: dict[str, Any]) -> str:
     tr = f"{counts['trainable_params'] / 1e6:,.1f}M" if counts else "-"
     peak = f"{r['peak_bytes'] / 2**30:.2f}" if r.get("peak_bytes") is not None else "-"
     step = f"{r['step_s'][-1]:.2f}" if r.get("step_s") and r["status"] == "fits" else "-"
-    fits = {"fits": "yes", "oom": "no (OOM)", "not tried": "not tried"}.get(r["status"], "ERROR")
+    fits = {"fits": "yes", "oom": "no (OOM)", "not tried": "not tried", "deadline": "stopped at --deadline-s"}
+    fits = fits.get(r["status"], "ERROR")
     return f"| {r['mode']} | {r['name']} | {r['llm_params'] / 1e9:.3f} | {tr} | {fits} | {peak} | {step} |"
+
+
+def walk(profile: str, mode: str, start: str | None, settings: dict[str, Any], timeout: float,
+         deadline: float | None) -> tuple[list[dict[str, Any]], str | None]:  # fmt: skip
+    """Trials of ``mode`` up the ladder from ``start`` until one does not fit; returns (rows, largest that fits).
+
+    Past ``deadline`` (a `time.perf_counter` value) no trial starts, and a trial still running then is stopped: its
+    row reads "deadline" (not an error), and the mode's answer is a lower bound.
+    """
+    ladder = PROFILES[profile]["ladder"]
+    first = [n for n, _ in ladder].index(start) if start else 0
+    rows, largest, stopped = [], None, False
+    for k, (name, shape) in enumerate(ladder):
+        row = {"mode": mode, "name": name, "llm": shape, "llm_params": llm_params(shape), "status": "not tried"}
+        left = deadline - time.perf_counter() if deadline else timeout
+        if k < first:
+            row["skipped"] = "below --start"
+        elif not stopped and left <= 0:
+            row["skipped"], stopped = "--deadline-s reached", True
+        elif not stopped:
+            t0 = time.perf_counter()
+            row.update(run_trial(make_job(profile, mode, name, shape, **settings), min(timeout, left)))
+            row["trial_s"] = round(time.perf_counter() - t0, 1)
+            if row["status"] == "error" and row["message"].startswith("trial timed out") and left < timeout:
+                row["status"] = "deadline"
+            print(f"{mode:4} {name:16} {row['status']:5} {row.get('message', '')[:160]}", file=sys.stderr)
+            stopped = row["status"] != "fits"
+            largest = name if not stopped else largest
+        rows.append(row)
+    return rows, largest
+
+
+def parse_start(text: str, modes: list[str], names: list[str], error) -> dict[str, str]:
+    """``--start``: ``NAME`` (every mode) or ``MODE=NAME,...`` -> {mode: first shape}; ``error`` gets a bad value."""
+    start: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        mode, _, name = part.rpartition("=")
+        start.update({m: name for m in ([mode] if mode else modes)})
+    bad = {m: n for m, n in start.items() if m not in modes or n not in names}
+    if bad:
+        error(f"--start {text!r}: {bad} names no mode of --modes or no shape of the ladder {names}")
+    return start
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="gpu",
-                    help="gpu: TinyLlama-1.1B .. Llama-2-70B shapes + CLIP-L/14-336 on cuda; cpu: small shapes")  # fmt: skip
+                    help="gpu: TinyLlama-1.1B .. Llama-2-70B shapes + CLIP-L/14-336 on cuda; cpu: small shapes; "
+                    "cpu-tiny: 2 tiny shapes (the code paths in seconds)")  # fmt: skip
     ap.add_argument("--modes", default="full,lora", help="comma-separated modes to walk: full, lora (default both)")
     ap.add_argument("--memory-gib", type=float, default=None,
                     help="memory budget in GiB; GPU default = the whole device, CPU default 4 (RLIMIT_AS)")  # fmt: skip
@@ -294,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lora-r", type=int, default=128, help="LoRA rank; alpha = 2 x rank (default 128 / 256)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per trial (default 0 = torch's)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per trial before it counts as an error")
+    ap.add_argument("--start", default="",
+                    help="first ladder shape to try: NAME for every mode, or MODE=NAME,... (default: the smallest)")  # fmt: skip
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="start no trial after this many seconds; each trial's timeout ends there too")  # fmt: skip
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/max_model_<profile>.json)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -305,21 +364,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--modes must name full and/or lora, got {a.modes!r}")
     seq_len = a.seq_len or prof["seq_len"]
     memory = a.memory_gib if a.memory_gib is not None else prof["memory_gib"]
+    start = parse_start(a.start, modes, [n for n, _ in prof["ladder"]], ap.error)
+    deadline = time.perf_counter() + a.deadline_s if a.deadline_s else None
     rows: list[dict[str, Any]] = []
     largest: dict[str, str | None] = {}
+    settings = dict(seq_len=seq_len, micro_batch=a.micro_batch, memory_gib=memory, steps=a.steps, lora_r=a.lora_r,
+                    threads=a.threads)  # fmt: skip
     for mode in modes:
-        stopped, largest[mode] = False, None
-        for name, shape in prof["ladder"]:
-            row = {"mode": mode, "name": name, "llm": shape, "llm_params": llm_params(shape), "status": "not tried"}
-            if not stopped:
-                job = make_job(a.profile, mode, name, shape, seq_len=seq_len, micro_batch=a.micro_batch,
-                               memory_gib=memory, steps=a.steps, lora_r=a.lora_r, threads=a.threads)  # fmt: skip
-                t0 = time.perf_counter()
-                row.update(run_trial(job, a.timeout), trial_s=round(time.perf_counter() - t0, 1))
-                print(f"{mode:4} {name:16} {row['status']:5} {row.get('message', '')[:160]}", file=sys.stderr)
-                stopped = row["status"] != "fits"
-                largest[mode] = name if not stopped else largest[mode]
-            rows.append(row)
+        mode_rows, largest[mode] = walk(a.profile, mode, start.get(mode), settings, a.timeout, deadline)
+        rows += mode_rows
     memory_txt = f"{memory} GiB" if memory else "the whole device"
     print(f"\nprofile {a.profile}, seq len {seq_len}, micro-batch {a.micro_batch}, memory budget {memory_txt}\n")
     print("| mode | shape | LLM params (B) | trainable params | fits | peak GiB | step s |")
@@ -329,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         name = largest[mode]
         more = " (top of the ladder; larger not tried)" if name == top else ""
+        if any(r["mode"] == mode and (r["status"] == "deadline" or "deadline" in r.get("skipped", "")) for r in rows):
+            more = " (at least: --deadline-s stopped the walk)"
         print(f"{mode}: largest that finetunes: {name or 'none'}{more}")
     errors = [r for r in rows if r["status"] == "error"]
     for r in errors:
@@ -337,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     hw.update(next((r["device_info"] for r in rows if r.get("device_info")), {}))
     record = {
         "profile": a.profile, "device": prof["device"], "command": [Path(sys.argv[0]).name, *(argv or sys.argv[1:])],
-        "settings": {"seq_len": seq_len, "micro_batch": a.micro_batch, "memory_gib": memory, "steps": a.steps,
+        "settings": {"start": start, "deadline_s": a.deadline_s, "seq_len": seq_len, "micro_batch": a.micro_batch, "memory_gib": memory, "steps": a.steps,
                      "lora_r": a.lora_r, "lora_alpha": 2 * a.lora_r, "threads": a.threads or "torch default",
                      "gradient_checkpointing": True,
                      "precision": "bf16 autocast" if prof["device"] == "cuda" else "fp32",

@@ -1,6 +1,7 @@
 """Training throughput: scitune's loop vs transformers' LlavaForConditionalGeneration + HF Trainer, same model and data.
 
-``python benchmarks/train_throughput.py`` (CPU profile, a few minutes on 2 cores) or ``--gpu`` (~1B-class model).
+``python benchmarks/train_throughput.py`` (CPU profile, a few minutes on 2 cores) or ``--gpu`` (~1B-class model);
+``--profile tiny`` runs the same code on CPU with tiny shapes in seconds (``benchmarks/gpu_check.py --dry-run``).
 Each configuration runs in a fresh subprocess; the table is printed and written to ``benchmarks/results/``.
 """
 
@@ -68,22 +69,27 @@ CPU = Profile("cpu", "cpu", clip_shape(256, 4, 4, 224, 16), llama_shape(256, 688
 GPU = Profile("gpu", "cuda", clip_shape(1024, 24, 16, 336, 14), llama_shape(2048, 5632, 22, 32, 4, 32000),
               tokenizer_vocab=8192, figures=512, global_batch=64, micro_batch=8, max_length=2048, warmup=3, steps=10,
               precision="bf16", workers=4)  # fmt: skip
+# The code paths of the others in seconds on CPU (gpu_check.py --dry-run): 16 image tokens, a 2-layer LLM, 1 + 1 steps
+# of global batch 2 in micro-batches of 1 (so gradient accumulation runs too).
+TINY = Profile("tiny", "cpu", clip_shape(32, 1, 2, 32, 8), llama_shape(64, 128, 2, 4, 2), tokenizer_vocab=512,
+               figures=8, global_batch=2, micro_batch=1, max_length=1024, warmup=1, steps=1, precision="fp32")  # fmt: skip
+PROFILES = {p.name: p for p in (CPU, GPU, TINY)}
 
 
-def jobs(stages: tuple[str, ...], compiled: bool) -> list[dict[str, Any]]:
+def jobs(stages: tuple[str, ...], compiled: bool, configs: str = "all") -> list[dict[str, Any]]:
     """The configurations: the HF baseline, then scitune with packing on/off and (frozen encoder) cache on/off; with
-    ``compiled`` also both systems with torch.compile (HF: ``torch_compile=True``; scitune: ``--train.compile``)."""
-    grid = {"align": [(False, False), (True, False), (False, True), (True, True)],
-            "finetune": [(False, False), (True, False), (False, True), (True, True)]}  # fmt: skip
+    ``compiled`` also both systems with torch.compile (HF: ``torch_compile=True``; scitune: ``--train.compile``).
+    ``configs="pair"`` keeps the like-for-like pair of each stage: the baseline and scitune without packing or cache
+    (with ``compiled``, both compiled too)."""
+    full = [(False, False), (True, False), (False, True), (True, True)]
+    grid, best = (full, (True, True)) if configs == "all" else ([(False, False)], (False, False))
     out = []
     for stage in stages:
         out.append({"stage": stage, "system": "hf-trainer", "packing": False, "cache": False, "compile": False})
-        out += [
-            {"stage": stage, "system": "scitune", "packing": p, "cache": c, "compile": False} for p, c in grid[stage]
-        ]
+        out += [{"stage": stage, "system": "scitune", "packing": p, "cache": c, "compile": False} for p, c in grid]
         if compiled:
             out.append({"stage": stage, "system": "hf-trainer", "packing": False, "cache": False, "compile": True})
-            out.append({"stage": stage, "system": "scitune", "packing": True, "cache": True, "compile": True})
+            out.append({"stage": stage, "system": "scitune", "packing": best[0], "cache": best[1], "compile": True})
     return out
 
 
@@ -353,8 +359,13 @@ def summarize(job: dict[str, Any], runs: list[dict[str, Any]], prof: Profile, me
     contention counts as CPU time).
     """
     w, s, res = prof.warmup, prof.steps, runs[0]
-    batches = global_order(len(res["lengths"]), prof, w + s)[w:]
-    tokens = sum(res["lengths"][i] for b in batches for i in b)
+    lengths = meta["lengths"][job["stage"]]  # exact; the loop's own data.lengths may be upper bounds (fast validation)
+    if len(res["lengths"]) != len(lengths):
+        raise RuntimeError(
+            f"{job['system']} {job['stage']} trained on {len(res['lengths'])} records, not {len(lengths)}"
+        )
+    batches = global_order(len(lengths), prof, w + s)[w:]
+    tokens = sum(lengths[i] for b in batches for i in b)
     per_step = [[min(r["stamps"][i][j] - r["stamps"][i - 1][j] for r in runs) for i in range(w, w + s)] for j in (0, 1)]
     wall, cpu, n = sum(per_step[0]), sum(per_step[1]), s * prof.global_batch
     row = {
@@ -366,7 +377,7 @@ def summarize(job: dict[str, Any], runs: list[dict[str, Any]], prof: Profile, me
         "peak_memory_mb": round(min(r["memory_mb"] for r in runs), 1),
         "loss_step1": round(res["losses"][0], 4),
     }
-    if prof.device == "cuda":
+    if meta["peak_tflops"]:  # GPU: always (peak by name); CPU: only against an explicit --peak-tflops
         n_img = sum(1 for b in batches for i in b if meta["has_image"][job["stage"]][i])
         flops = model_flops(job["stage"], job["cache"], meta["params"], tokens, n_img * meta["patches"])
         row["mfu"] = round(flops / wall / (meta["peak_tflops"] * 1e12), 4)
@@ -385,16 +396,23 @@ def spawn(job: dict[str, Any], work: Path, k: int) -> dict[str, Any]:
 
 
 def data_meta(paths: dict[str, Any], prof: Profile, peak: float | None) -> dict[str, Any]:
-    """Parameter counts (the LLM's without its input embeddings), encoder tokens per image, which samples have one."""
+    """Parameter counts (the LLM's without its input embeddings), encoder tokens per image, which samples have one,
+    and each sample's exact token count (`validate_file`, as the baseline's rows)."""
+    from scitune.data.dataset import validate_file
     from scitune.io import iter_jsonl
     from scitune.loader import build
 
-    vlm, _ = build(model_config(paths))
+    vlm, processor = build(model_config(paths))
     count = {part: sum(p.numel() for p in getattr(vlm, part).parameters()) for part in ("llm", "vision", "projector")}
     count["llm"] -= vlm.llm.get_input_embeddings().weight.numel()
     images = {st: [bool(r.get("image")) for _, r in iter_jsonl(paths[st]["data"])] for st in prof.stages}
+    lengths = {}
+    for st in prof.stages:
+        samples, report = validate_file(paths[st]["data"], processor, paths[st]["image_root"], prof.max_length)
+        assert report.ok, report.summary()
+        lengths[st] = [len(x.encoded) for x in samples]
     return {"params": count, "image_tokens": vlm.num_image_tokens, "patches": vlm.num_image_tokens + 1,
-            "has_image": images, "peak_tflops": peak}  # fmt: skip
+            "has_image": images, "lengths": lengths, "peak_tflops": peak}  # fmt: skip
 
 
 def gpu_peak(override: float | None) -> float:
@@ -427,21 +445,28 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gpu", action="store_true", help="the ~1B-class GPU profile (needs CUDA)")
+    ap.add_argument("--gpu", action="store_true", help="the ~1B-class GPU profile (needs CUDA); = --profile gpu")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                    help="cpu (default), gpu (= --gpu) or tiny (the code paths on CPU in seconds)")  # fmt: skip
+    ap.add_argument("--configs", choices=("all", "pair"), default="all",
+                    help="all configurations, or per stage only the HF baseline and plain scitune")  # fmt: skip
     ap.add_argument("--stages", default=None, help="comma-separated subset of align,finetune")
     ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps per configuration")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (>= 1)")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the fastest run of each is kept")
     ap.add_argument("--compile", action="store_true", help="also both systems with torch.compile (slow to start)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads in each run (0 = torch's default)")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak for MFU (default: by GPU name)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="dense bf16 peak for MFU (GPU default: by name; on CPU MFU is computed only with this)")  # fmt: skip
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/train_throughput_<p>.json)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         return child_main(a.child)
-    prof = GPU if a.gpu else CPU
+    if a.gpu and a.profile not in (None, "gpu"):
+        ap.error(f"--gpu contradicts --profile {a.profile}")
+    prof = PROFILES["gpu" if a.gpu else a.profile or "cpu"]
     if a.stages:
         prof.stages = tuple(a.stages.split(","))
     prof.steps, prof.warmup = a.steps or prof.steps, max(1, a.warmup or prof.warmup)
@@ -452,10 +477,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(prof: Profile, work: Path, paths: dict, meta: dict[str, Any], repeats: int, threads: int,
-            compiled: bool) -> list[dict]:  # fmt: skip
+            compiled: bool, configs: str = "all") -> list[dict]:  # fmt: skip
     """Run every configuration ``repeats`` times, in interleaved rounds, and summarize each over its runs."""
     cache_s: dict[str, float] = {}
-    todo = jobs(prof.stages, compiled)
+    todo = jobs(prof.stages, compiled, configs)
     runs: dict[int, list[dict[str, Any]]] = {k: [] for k in range(len(todo))}
     for rnd in range(repeats):
         for k, job in enumerate(todo):
@@ -480,8 +505,8 @@ def measure(prof: Profile, work: Path, paths: dict, meta: dict[str, Any], repeat
 def run_all(prof: Profile, work: Path, a: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     paths = prepare(work, prof)
-    meta = data_meta(paths, prof, gpu_peak(a.peak_tflops) if prof.device == "cuda" else None)
-    rows = measure(prof, work, paths, meta, a.repeats, a.threads, a.compile)
+    meta = data_meta(paths, prof, gpu_peak(a.peak_tflops) if prof.device == "cuda" else a.peak_tflops)
+    rows = measure(prof, work, paths, meta, a.repeats, a.threads, a.compile, a.configs)
     print_table(rows)
     report = {
         "profile": asdict(prof),
@@ -489,10 +514,11 @@ def run_all(prof: Profile, work: Path, a: argparse.Namespace) -> int:
         "params": meta["params"],
         "image_tokens_per_image": meta["image_tokens"],
         "records": {st: paths[st]["records"] for st in prof.stages},
+        "configs": a.configs,
         "repeats": a.repeats,
         "torch_threads": a.threads or "default",
         "memory": "GPU: torch.cuda.max_memory_allocated; CPU: peak RSS (VmHWM reset at training start) - start RSS",
-        "mfu_formula": model_flops.__doc__.strip() if prof.device == "cuda" else None,
+        "mfu_formula": model_flops.__doc__.strip() if meta["peak_tflops"] else None,
         "peak_bf16_tflops": meta["peak_tflops"],
         "rows": rows,
         "wall_s": round(time.perf_counter() - t_start, 1),
