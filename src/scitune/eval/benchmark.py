@@ -58,6 +58,9 @@ class EvalOptions:
     """Show progress bars."""
     overwrite: bool = False
     """Write into an --out folder that holds files scitune did not write (they are kept, never replaced)."""
+    log_samples: bool = False
+    """Also write samples_<benchmark>.jsonl into --out: one line per example with lm-evaluation-harness's per-sample
+    keys (doc, target, arguments, resps, the example's metric values, hashes)."""
 
 
 @dataclass

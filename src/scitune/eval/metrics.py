@@ -1,4 +1,4 @@
-"""Text metrics matching the official scorers: BLEU-n (nltk rules), Google-BLEU, sacreBLEU, ROUGE-L, caption scores
+"""Text metrics matching the official scorers: BLEU-n and Google-BLEU (nltk), sacreBLEU, ROUGE-L, caption scores
 (SciTune Table 2, mean ± std) and sentence similarity. Optional libraries (sacrebleu, rouge-score, rouge,
 sentence-transformers) are imported on first use."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -37,46 +37,30 @@ SimilarityFn = Callable[[str, str], float]
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# BLEU-n exactly as nltk's ``sentence_bleu`` (what ScienceQA's tools/evaluations.py calls)
+# BLEU-n through nltk's ``sentence_bleu`` (what ScienceQA's tools/evaluations.py calls)
 # --------------------------------------------------------------------------------------------------------------------
 def scienceqa_tokenize(text: str) -> list[str]:
     """Split on whitespace and periods and drop empty pieces (ScienceQA ``tools/evaluations.py::tokenize``)."""
     return [t for t in re.split(r"\s|\.", text) if t]
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
 def sentence_bleu_tokens(
     references: Sequence[Sequence[str]], hypothesis: Sequence[str], weights: Sequence[float]
 ) -> float:
-    """Sentence BLEU of token lists with nltk's default behaviour (no smoothing: "method0").
+    """Sentence BLEU of token lists: nltk's ``sentence_bleu`` with its defaults (no smoothing: "method0").
 
-    Clipped n-gram precisions with a denominator of at least 1, brevity penalty against the closest reference length
-    (ties go to the shorter one), 0.0 when no unigram matches, and an order with zero matches contributes
-    ``sys.float_info.min`` as its precision (so the score is ~0 but, as in nltk, not exactly 0).
+    Clipped n-gram precisions, brevity penalty against the closest reference length (ties go to the shorter one),
+    0.0 when no unigram matches, and an order with zero matches contributes ``sys.float_info.min`` as its precision
+    (so the score is ~0 but not exactly 0). nltk's warning about such orders is silenced: ScienceQA scores them so.
     """
+    from nltk.translate.bleu_score import sentence_bleu
+
     if not references:
         raise ValueError("sentence_bleu_tokens: at least one reference is required")
-    numerators: list[int] = []
-    denominators: list[int] = []
-    for n in range(1, len(weights) + 1):
-        hyp_counts = _ngrams(hypothesis, n)
-        max_ref: dict[tuple[str, ...], int] = {}
-        for ref in references:
-            ref_counts = _ngrams(ref, n)
-            for ngram in hyp_counts:
-                max_ref[ngram] = max(max_ref.get(ngram, 0), ref_counts[ngram])
-        numerators.append(sum(min(c, max_ref[g]) for g, c in hyp_counts.items()))
-        denominators.append(max(1, sum(hyp_counts.values())))
-    if numerators[0] == 0:
-        return 0.0
-    hyp_len = len(hypothesis)
-    ref_len = min((len(r) for r in references), key=lambda r: (abs(r - hyp_len), r))
-    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
-    precisions = [num / den if num else sys.float_info.min for num, den in zip(numerators, denominators)]
-    return bp * math.exp(math.fsum(w * math.log(p) for w, p in zip(weights, precisions)))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\nThe hypothesis contains 0 counts", category=UserWarning)
+        score = sentence_bleu([list(r) for r in references], list(hypothesis), tuple(weights))
+    return float(score)  # nltk returns the int 0 when no unigram matches
 
 
 def bleu_n(
@@ -117,21 +101,14 @@ def tokenize_13a(text: str) -> list[str]:
 def google_bleu(prediction: str, references: str | Sequence[str], min_len: int = 1, max_len: int = 4) -> float:
     """Sentence Google-BLEU (GLEU) in [0, 1]: matched n-grams / max(hyp n-grams, ref n-grams), orders 1..4.
 
-    Same as ``evaluate.load("google_bleu").compute(predictions=[prediction], references=[references])``
-    (13a tokens, nltk ``corpus_gleu``); with several references the best-scoring one is used.
+    nltk's ``sentence_gleu`` on 13a tokens, which is what
+    ``evaluate.load("google_bleu").compute(predictions=[prediction], references=[references])`` computes; with
+    several references the best-scoring one is used.
     """
-    hyp = Counter(g for n in range(min_len, max_len + 1) for g in _ngrams(tokenize_13a(prediction), n).elements())
-    tpfp = sum(hyp.values())
-    best: tuple[int, int] | None = None
-    for ref_text in [references] if isinstance(references, str) else references:
-        tokens = tokenize_13a(ref_text)
-        ref = Counter(g for n in range(min_len, max_len + 1) for g in _ngrams(tokens, n).elements())
-        n_all = max(tpfp, sum(ref.values()))
-        if n_all > 0:
-            cand = (sum((ref & hyp).values()), n_all)
-            if best is None or cand[0] / cand[1] > best[0] / best[1]:
-                best = cand
-    return 0.0 if best is None else best[0] / best[1]
+    from nltk.translate.gleu_score import sentence_gleu
+
+    refs = [references] if isinstance(references, str) else list(references)
+    return float(sentence_gleu([tokenize_13a(r) for r in refs], tokenize_13a(prediction), min_len, max_len))
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import zlib
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from scitune.eval.benchmark import Benchmark, Example, PredictionSet, ScoreContext
+from scitune.eval.harness_format import harness_keys, sample_file, sample_records, sample_values, task_hash
 from scitune.eval.report import md_table
 from scitune.io import DataError, read_json, write_json, write_jsonl, write_text
 from scitune.outputs import claim_output_folder
@@ -21,12 +23,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FollowUp", "PredictionLog", "input_stats", "run_benchmark", "write_outputs"]
 
+Records = dict[str, dict[str, Any]]
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_FILE = "run.json"
 # options that do not change the predictions: a resumed run may change them
-_VOLATILE = ("out", "batch_size", "device", "progress", "limit", "predictions", "overwrite")
+_VOLATILE = ("out", "batch_size", "device", "progress", "limit", "predictions", "overwrite", "log_samples")
 EVAL_WRITES = (PREDICTIONS_FILE, RUN_FILE, "results.json", "report.md", "*.png", "*.jsonl", "*.json", "base")
-"""What an eval run writes at the top of its folder (``base``: the --compare_base run)."""
+"""What an eval run writes at the top of its folder (``base``: the --compare_base run; ``*.jsonl`` includes
+--log_samples's ``samples_<task>.jsonl``)."""
 
 
 class PredictionLog:
@@ -284,8 +288,9 @@ def _base_llm(checkpoint: str) -> tuple[str, str]:
     return str(llm["path"]), str(llm.get("dtype") or "float32")
 
 
-def _model_run(bench: Benchmark, examples: list[Example], out: Path, which: str) -> dict[str, Any]:
-    """Run the checkpoint (``which="checkpoint"``), ``--llm`` (``"llm"``) or the checkpoint's base LLM (``"base"``)."""
+def _model_run(bench: Benchmark, examples: list[Example], out: Path, which: str) -> tuple[dict[str, Any], Records]:
+    """Run the checkpoint (``which="checkpoint"``), ``--llm`` (``"llm"``) or the checkpoint's base LLM (``"base"``);
+    return the results and the prediction records they scored."""
     opts, device = bench.opts, _device(bench.opts.device)
     if bench.mode == "generate":
         from scitune.loader import load
@@ -315,7 +320,7 @@ def _model_run(bench: Benchmark, examples: list[Example], out: Path, which: str)
     pset = _model_predictions(bench, examples, out, source, runner)
     results = _score(bench, examples, pset, out)
     results["source"] = source
-    return results
+    return results, pset.records
 
 
 def _compare(bench: Benchmark, ckpt: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
@@ -400,8 +405,10 @@ def run_benchmark(bench: Benchmark) -> dict[str, Any]:
     if opts.out is None and not opts.checkpoint:
         raise ValueError("--out is required with --predictions and --llm")
     out = Path(opts.out) if opts.out else Path(opts.checkpoint) / "eval" / bench.name
+    started = time.time()
     examples = bench.examples()
     claim_output_folder(out, "eval", EVAL_WRITES, opts.overwrite)
+    n_original = len(examples)
     if opts.limit is not None:
         examples = examples[: opts.limit]
     if not examples:
@@ -410,12 +417,47 @@ def run_benchmark(bench: Benchmark) -> dict[str, Any]:
         pset = bench.read_predictions(opts.predictions, examples)
         results = _score(bench, examples, pset, out)
         results["source"] = f"predictions:{Path(opts.predictions).resolve()}"
+        tasks = [(bench.name, results, pset.records)]
     elif compare:
-        results = _compare(
-            bench, _model_run(bench, examples, out, "checkpoint"), _model_run(bench, examples, out / "base", "base")
-        )
+        ckpt, ckpt_records = _model_run(bench, examples, out, "checkpoint")
+        base, base_records = _model_run(bench, examples, out / "base", "base")
+        results = _compare(bench, ckpt, base)
+        tasks = [(bench.name, ckpt, ckpt_records), (f"{bench.name}-base", base, base_records)]
     else:
-        results = _model_run(bench, examples, out, "llm" if opts.llm else "checkpoint")
+        results, records = _model_run(bench, examples, out, "llm" if opts.llm else "checkpoint")
+        tasks = [(bench.name, results, records)]
     results = {"benchmark": bench.name, "out": str(out), "options": asdict(opts), **results}
+    _add_harness_keys(bench, results, _harness_tasks(bench, examples, tasks, out), n_original, started)
     write_outputs(bench, results, out)
     return results
+
+
+def _harness_tasks(
+    bench: Benchmark, examples: list[Example], tasks: list[tuple[str, dict[str, Any], Records]], out: Path
+) -> list[tuple[str, dict[str, Any], dict[str, list[float]], str | None]]:
+    """Per task: its per-example values and, with ``--log_samples``, its ``samples_<task>.jsonl`` (written here)."""
+    done = []
+    for task, res, records in tasks:
+        per_sample = sample_values(bench, examples, records, res)
+        digest = None
+        if getattr(bench.opts, "log_samples", False):
+            samples = sample_records(bench, examples, records, per_sample)
+            write_jsonl(out / sample_file(task), samples)
+            digest = task_hash(samples)
+        done.append((task, res, per_sample, digest))
+    return done
+
+
+def _add_harness_keys(
+    bench: Benchmark, results: dict[str, Any], tasks: list[Any], n_original: int, started: float
+) -> None:
+    """Add lm-evaluation-harness's top-level keys (`scitune.eval.harness_format`); a benchmark's own key of the
+    same name is kept (and the harness's dropped, with a warning)."""
+    n = results.get("input", results.get("checkpoint", {}).get("input", {})).get("examples", 0)
+    entries = [(task, res, per_sample, n) for task, res, per_sample, _ in tasks]
+    hashes = {task: digest for task, _, _, digest in tasks if digest is not None}
+    for key, value in harness_keys(bench, entries, n_original, started, hashes).items():
+        if key in results:
+            log.warning("%s: results.json key %r is the benchmark's own; lm-eval's is left out", bench.name, key)
+            continue
+        results[key] = value

@@ -8,9 +8,10 @@ import torch
 
 
 def make_accelerator(precision: str, report_to: list[str] | None = None, project_dir: str | None = None):
-    """An `accelerate.Accelerator` for this run (accumulation is done by the loop, not by accelerate)."""
+    """An `accelerate.Accelerator` for this run; `configure_accumulation` sets its accumulation steps once the batch
+    layout is known (the loop feeds it micro-batches under ``accelerator.accumulate``)."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     # the process group forms on the CPU (gloo) when there is no CUDA, DeepSpeed's CPU launches included: the shared
@@ -23,6 +24,9 @@ def make_accelerator(precision: str, report_to: list[str] | None = None, project
         mixed_precision=mp,
         log_with=report_to or None,
         project_config=ProjectConfiguration(project_dir=project_dir) if project_dir else None,
+        # the loop builds its own DataLoader (never prepared): a step ends after its micro-batches, not with the
+        # data; an explicit plugin also keeps ACCELERATE_GRADIENT_ACCUMULATION_STEPS from an accelerate config out
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False),
     )
 
 
@@ -33,12 +37,15 @@ def uses_deepspeed() -> bool:
     return parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
 
 
-def configure_deepspeed(accelerator, micro_batch: int, accum: int, max_grad_norm: float) -> None:
-    """Tell DeepSpeed the run's batch layout before ``prepare`` (the loop builds no DataLoader for it to read).
+def configure_accumulation(accelerator, micro_batch: int, accum: int, max_grad_norm: float) -> None:
+    """Tell accelerate (and DeepSpeed) the run's batch layout before ``prepare``.
 
-    The loop accumulates ``accum`` micro-batches per step itself; DeepSpeed must agree on the count so that it
-    reduces gradients and steps only at the step boundary, and it clips with ``--optim.max_grad_norm``.
+    The loop runs ``accum`` micro-batches per step, each under ``accelerator.accumulate(model)``: accelerate then
+    skips the gradient reduction (DDP/FSDP ``no_sync``) on all but the last, and DeepSpeed reduces and steps its
+    engine only on the last. DeepSpeed reads the layout from its config (the loop builds no DataLoader for it to
+    read) and clips with ``--optim.max_grad_norm``.
     """
+    accelerator.gradient_accumulation_steps = accum
     plugin = accelerator.state.deepspeed_plugin
     if plugin is None:
         return

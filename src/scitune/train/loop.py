@@ -28,13 +28,14 @@ from scitune.outputs import read_manifest
 from scitune.train import run_dir as runs
 from scitune.train.batches import StepSampler, collate_batch, load_data, packed_row_length
 from scitune.train.checkpointing import checkpoint_step, latest_checkpoint, prune_checkpoints, resolve_resume
-from scitune.train.distributed import configure_deepspeed, gather_objects, make_accelerator, reduce_sum
+from scitune.train.distributed import configure_accumulation, gather_objects, make_accelerator, reduce_sum
 from scitune.train.fsdp_state import FOLDER as FSDP_FOLDER
 from scitune.train.fsdp_state import load_fsdp_state, save_fsdp_state
 from scitune.train.loss import batch_loss_sum, logits_mode
 from scitune.train.optim import build_optimizer, build_scheduler
 from scitune.train.stages import prepare_stage, trains_llm, trains_vision
 from scitune.train.state import load_training_state, rng_state, save_training_state, save_zero_shard
+from scitune.train.trackers import start_trackers
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,6 @@ class Trainer:
         require_extras(cfg)
         self.acc = make_accelerator(cfg.train.precision, cfg.train.report_to, str(self.out))
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
-        # the loss is already normalised by the step's tokens: DeepSpeed must not divide it by the accumulation again
-        self._backward_kwargs = {"scale_wrt_gas": False} if self.acc.state.deepspeed_plugin else {}
         self.run_record: dict[str, Any] = {}
         self.fingerprint: dict[str, Any] = {}
         self.saved_fingerprint: dict[str, Any] | None = None
@@ -186,7 +185,7 @@ class Trainer:
             return self._finished(resume_dir, total, counts)
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, total, cfg.optim)
-        configure_deepspeed(acc, tc.micro_batch_size, accum, cfg.optim.max_grad_norm)
+        configure_accumulation(acc, tc.micro_batch_size, accum, cfg.optim.max_grad_norm)
         model, optimizer = acc.prepare(model, optimizer)
         self.model = model
         step = 0
@@ -199,7 +198,7 @@ class Trainer:
             log.info("resumed from %s at step %d", resume_dir, step)
         if acc.is_main_process:
             runs.trim_metrics(self.out, step)
-            acc.init_trackers("scitune") if tc.report_to else None
+            start_trackers(acc, cfg) if tc.report_to else None
         log.info(
             "training %s: %d steps, %d samples, global batch %d (micro %d x accum %d x %d procs)",
             tc.stage,
@@ -242,14 +241,14 @@ class Trainer:
             # a step whose every record was skipped has no tokens: its gradient is zero, not a division by zero
             n_tokens = reduce_sum(acc, torch.tensor(float(local_tokens), device=acc.device)).clamp(min=1.0)
             loss_sum = torch.zeros((), device=acc.device)
-            for k, (b, weight) in enumerate(self._stand_ins(micro)):
-                last = k == len(micro) - 1
-                ctx = acc.no_sync(model) if not last else _nullcontext()
-                acc.gradient_state._set_sync_gradients(last)  # DeepSpeed steps its engine only when True
-                with ctx, acc.autocast(), self._activation_offload():
+            for b, weight in self._stand_ins(micro):
+                # accelerate counts the micro-batches: gradients are reduced (DDP/FSDP) and DeepSpeed steps its
+                # engine only on the last of the step's `plan.accum` (the accelerator's gradient_accumulation_steps)
+                with acc.accumulate(model), acc.autocast(), self._activation_offload():
                     ce = batch_loss_sum(model, _to_device(b, acc.device), b["labels"], mode) * weight
-                    # normalise by the global token count; DDP averages over processes, so scale by world
-                    acc.backward(ce / n_tokens * self.world, **self._backward_kwargs)
+                    # normalise by the global token count; DDP averages over processes, so scale by world; and
+                    # accelerate (or DeepSpeed) divides by the accumulation steps, which the token count already did
+                    acc.backward(ce / n_tokens * (self.world * plan.accum))
                 loss_sum += ce.detach()
             grad_norm = acc.clip_grad_norm_(trainable, tc_max(self.cfg)) if tc_max(self.cfg) > 0 else None
             optimizer.step()

@@ -1,4 +1,5 @@
-"""AdamW with decay/no-decay groups (and a vision-encoder lr) and the warmup + cosine/linear/constant schedule."""
+"""AdamW with decay/no-decay groups (and a vision-encoder lr) and the warmup + cosine/linear/constant schedule
+(transformers' schedules)."""
 
 from __future__ import annotations
 
@@ -44,20 +45,40 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **kwargs)
 
 
+HF_SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+"""``--optim.schedule`` -> the name `transformers.get_scheduler` knows it by (the warmup, if any, precedes each)."""
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    """``ceil(warmup_ratio * total_steps)``: the steps whose lr rises linearly from 0."""
+    return math.ceil(warmup_ratio * total_steps)
+
+
+def schedule_for(
+    optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``transformers.get_scheduler`` for one of scitune's schedule names.
+
+    The lr rises linearly from 0 at step 0 to the peak at step ``warmup``, as in HF Trainer, then decays to 0 at
+    ``total_steps`` (cosine, linear) or stays (constant). The result is a `LambdaLR` whose lambdas are
+    ``functools.partial`` objects over plain numbers: its state (step count, last lrs) saves as JSON and loads back
+    (`scitune.train.state`).
+    """
+    from transformers import get_scheduler
+
+    if schedule not in HF_SCHEDULES:
+        raise ValueError(f"--optim.schedule: unknown schedule {schedule!r}; known: {', '.join(HF_SCHEDULES)}")
+    return get_scheduler(HF_SCHEDULES[schedule], optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, cfg: OptimConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's schedule (`schedule_for`) with ``ceil(warmup_ratio * total_steps)`` warmup steps."""
+    return schedule_for(optimizer, cfg.schedule, warmup_steps(total_steps, cfg.warmup_ratio), total_steps)
+
+
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the peak lr at ``step`` (0-based): linear warmup, then the decay."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: OptimConfig):
-    """A `LambdaLR` with ``ceil(warmup_ratio * total_steps)`` warmup steps."""
-    warmup = math.ceil(cfg.warmup_ratio * total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule))
+    """Multiplier of the peak lr at ``step`` (0-based) under `schedule_for`: ``step / warmup`` during the warmup."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    return float(schedule_for(probe, schedule, warmup, total).lr_lambdas[0](step))

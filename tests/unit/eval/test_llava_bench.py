@@ -4,6 +4,7 @@ retries with backoff, per-item failures (timeout, unparsable reply), the API key
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,30 +116,80 @@ def test_llava_bench_relative_scores_retries_failures_and_resume(judge_server, t
     )
 
 
-def test_judge_client_does_not_retry_client_errors(tmp_path):
-    calls = []
+class _ErrorJudge(BaseHTTPRequestHandler):
+    """Answers every request with ``status`` and ``body``; records what arrived."""
 
-    class NotFound(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    status, body, content_type = 404, b"", "application/json"
+    calls: list[dict] = []
 
-        def do_POST(self):
-            calls.append(1)
-            self.send_response(404)
-            self.end_headers()
+    def log_message(self, *args):
+        pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append({"path": self.path, "auth": self.headers.get("Authorization")})
+        self.send_response(self.status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+@pytest.fixture
+def error_judge():
+    _ErrorJudge.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ErrorJudge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = JudgeClient(f"http://127.0.0.1:{server.server_address[1]}", "m", retries=3, backoff=0.01)
-        with pytest.raises(JudgeError, match="HTTP 404"):
-            client.complete("s", "u")
-        assert len(calls) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_judge_client_does_not_retry_client_errors(error_judge, monkeypatch):
+    monkeypatch.delenv("SCITUNE_JUDGE_API_KEY", raising=False)
+    monkeypatch.setattr(_ErrorJudge, "status", 404)
+    monkeypatch.setattr(_ErrorJudge, "body", b"")
+    client = JudgeClient(error_judge, "m", retries=3, backoff=0.01)
+    with pytest.raises(JudgeError, match="HTTP 404"):
+        client.complete("s", "u")
+    # one attempt, at <url>/chat/completions, and no Authorization header without a key
+    assert _ErrorJudge.calls == [{"path": "/chat/completions", "auth": None}]
     with pytest.raises(ValueError, match="http"):
         JudgeClient("127.0.0.1:80", "m")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected", "attempts"),
+    [
+        (404, {"error": {"message": "The model `gpt-x` does not exist", "type": "invalid_request_error"}},
+         "application/json", "HTTP 404 Not Found: The model `gpt-x` does not exist", 1),
+        (400, {"detail": "max_tokens is too large"}, "application/json", "HTTP 400 Bad Request: max_tokens is too", 1),
+        (503, {"error": {"message": "engine overloaded, try later"}}, "application/json",
+         "HTTP 503 Service Unavailable: engine overloaded, try later", 3),
+        (500, "upstream crashed", "text/plain", "HTTP 500 Internal Server Error: upstream crashed", 3),
+    ],
+)  # fmt: skip
+def test_judge_error_shows_the_servers_status_and_message(error_judge, monkeypatch, status, body, content_type,
+                                                           expected, attempts):  # fmt: skip
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    monkeypatch.setattr(_ErrorJudge, "status", status)
+    monkeypatch.setattr(_ErrorJudge, "body", raw)
+    monkeypatch.setattr(_ErrorJudge, "content_type", content_type)
+    client = JudgeClient(error_judge + "/v1/chat/completions", "m", api_key="sk-x", retries=2, backoff=0.01)
+    with pytest.raises(JudgeError) as err:
+        client.complete("s", "u")
+    assert expected in str(err.value) and f"(after {attempts} attempt(s))" in str(err.value)
+    assert str(err.value).startswith(error_judge + "/v1/chat/completions: ")
+    assert len(_ErrorJudge.calls) == attempts  # 4xx at once; 5xx retried (1 + 2)
+    assert all(c == {"path": "/v1/chat/completions", "auth": "Bearer sk-x"} for c in _ErrorJudge.calls)
+
+
+def test_judge_client_without_openai_names_the_extra(monkeypatch):
+    from scitune.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # `import openai` now fails
+    with pytest.raises(MissingExtra, match=r"the LLM judge needs openai.*pip install 'scitune\[eval\]'"):
+        JudgeClient("http://127.0.0.1:9/v1", "m")
 
 
 def test_llava_bench_needs_a_judge(tmp_path):

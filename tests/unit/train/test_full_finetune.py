@@ -93,7 +93,11 @@ def test_vision_lr_gets_its_own_groups():
         by_lr.setdefault(g["lr"], set()).update(id(p) for p in g["params"])
     assert by_lr[1e-5] == vision_ids and not (by_lr[1e-3] & vision_ids)
     sched = build_scheduler(opt, 4, OptimConfig(lr=1e-3, vision_lr=1e-5, warmup_ratio=0.5))
-    lrs = sched.get_last_lr()  # warmup step 0 of 2: half of each group's peak
+    # transformers' warmup starts at lr 0 (step 0 of 2), then step 1 of 2 is half of each group's peak
+    assert sched.get_last_lr() == [0.0] * len(opt.param_groups)
+    opt.step()
+    sched.step()
+    lrs = sched.get_last_lr()
     assert lrs[0] == pytest.approx(5e-4) and lrs[-1] == pytest.approx(5e-6)
     with pytest.raises(ValueError, match="--optim.vision_lr"):
         OptimConfig(vision_lr=-1e-5)

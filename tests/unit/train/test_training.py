@@ -30,8 +30,11 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_base, color_data):
 
 
 def test_warmup_then_cosine():
-    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
+    # transformers' schedules (`get_scheduler`): the warmup rises from 0 at step 0 (step / warmup), where scitune's
+    # own schedule used to start at 1 / warmup and reach the peak one step earlier
+    assert lr_factor(0, 100, 10, "cosine") == 0.0
+    assert lr_factor(1, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(0.9)
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
     assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
     assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
