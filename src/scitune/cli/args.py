@@ -143,6 +143,12 @@ def explain(error: argparse.ArgumentError, parser: Any) -> str:
         return (
             f"invalid choice {choice.group(1)!r}{suggest(choice.group(1), choices)}; choose from {', '.join(choices)}"
         )
+    required = re.search(r"the following arguments are required: (.*)", text)
+    if required:  # jsonargparse names a subcommand's options "sub.name": say them as they are typed
+        names = [n.strip() for n in required.group(1).split(",")]
+        flags = [n if n.startswith("-") else "--" + (n.split(".", 1)[1] if n.split(".", 1)[0] in subcommands(parser)
+                                                      else n) for n in names]  # fmt: skip
+        return "missing required option(s): " + ", ".join(flags)
     got = re.search(r"Literal\[(.*?)\]\. Got value: (\S+)", text)
     if got:
         return text + suggest(got.group(2), re.findall(r"'([^']*)'", got.group(1)))

@@ -287,7 +287,10 @@ def test_every_mcq_answer_matches_the_data_that_drew_the_figure():
     assert len(seen) >= 20  # every kind of question was met
 
 
-def test_files_do_not_depend_on_worker_count(tmp_path):
+def test_files_do_not_depend_on_worker_count(tmp_path, monkeypatch):
+    import scitune.sources.scifig.dataset as ds
+
+    monkeypatch.setattr(ds, "FIGURES_PER_WORKER", 1)  # so few figures would otherwise render in this process
     config = SciFigConfig(n_train=6, n_val=3, n_test=2, image_size=32, seed=9, questions_per_figure=2)
     one, two = tmp_path / "one", tmp_path / "two"
     generate_scifig(one, config, progress=False, workers=1)

@@ -86,9 +86,16 @@ def _shard_main(shard_dir: str, k: str, workers: str, out: str) -> None:
             f.flush()
 
 
+FIGURES_PER_WORKER = 40
+
+
 def _rendered(tasks: list[Task], out: Path, workers: int, bar: tqdm) -> list[tuple[str, dict, dict]]:
-    """`render_to_disk` over ``tasks``, in this process or in ``workers`` processes; results in task order."""
-    if workers <= 1 or len(tasks) < 2:
+    """`render_to_disk` over ``tasks``, in this process or in ``workers`` processes; results in task order.
+
+    A worker costs a Python start and a matplotlib import (~2 s, about 40 figures' rendering), so each takes at
+    least `FIGURES_PER_WORKER` figures: a small set renders here, in this process."""
+    workers = min(workers, len(tasks) // FIGURES_PER_WORKER)
+    if workers <= 1:
         results = []
         for task in tasks:
             results.append(render_to_disk(task, out))
