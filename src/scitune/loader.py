@@ -43,20 +43,19 @@ def build(cfg: ModelConfig, template: str = "scitune", quantize: str = "none") -
     from scitune.model.llm import DTYPES, load_llm
     from scitune.model.vision import load_vision_encoder
 
-    if cfg.init_from:  # the checkpoint's model and processor; the config decides the start/end tokens
+    if cfg.init_from:  # the checkpoint's model and processor; the config decides start/end tokens and image aspect
         model, processor = load(cfg.init_from, template=template)
         if processor.rule.start_end != cfg.use_im_start_end:
-            rule = replace(processor.rule, start_end=cfg.use_im_start_end)
-            processor = Processor(
-                processor.tokenizer, processor.image_processor, processor.template_name, rule, processor.image_token
-            )
+            processor = processor.replace(rule=replace(processor.rule, start_end=cfg.use_im_start_end))
+        if processor.image_aspect != cfg.vision.image_aspect:
+            processor = processor.replace(image_aspect=cfg.vision.image_aspect)
         return Loaded(model, processor)
     vision, image_processor = load_vision_encoder(
         cfg.vision.name, cfg.vision.path, cfg.vision.feature_layer, cfg.vision.select, DTYPES[cfg.llm.dtype]
     )
     tokenizer = AutoTokenizer.from_pretrained(cfg.llm.tokenizer or cfg.llm.path)
     rule = _rule(vision, cfg.projector.num_tokens, cfg.vision.anyres, cfg.use_im_start_end)
-    processor = Processor(tokenizer, image_processor, template, rule, cfg.image_token)
+    processor = Processor(tokenizer, image_processor, template, rule, cfg.image_token, cfg.vision.image_aspect)
     llm = load_llm(cfg.llm.path, cfg.llm.dtype, cfg.llm.attn_implementation, quantize)
     identity = {
         "vision": vision_identity(cfg.vision),
@@ -103,10 +102,7 @@ def load_checkpoint(
     processor = Processor.from_pretrained(p, meta.get("template", "scitune"), legacy)
     model = load_model(p, len(processor.tokenizer), device, dtype, trainable_lora, verify="sizes")
     if legacy is not None and legacy.grids:  # the tile size is the encoder's
-        rule = replace(legacy, tile_size=model.vision.image_size)
-        processor = Processor(
-            processor.tokenizer, processor.image_processor, processor.template_name, rule, processor.image_token
-        )
+        processor = processor.replace(rule=replace(legacy, tile_size=model.vision.image_size))
     if template:
         processor = with_template(processor, template)
     if processor.rule.grids and processor.rule.layout != model.anyres_layout:
@@ -172,7 +168,7 @@ def with_template(processor: Processor, template: str) -> Processor:
     """The same processor with another chat template."""
     if template == processor.template_name:
         return processor
-    return Processor(processor.tokenizer, processor.image_processor, template, processor.rule, processor.image_token)
+    return processor.replace(template=template)
 
 
 def source_kind(source: str | os.PathLike[str]) -> str:

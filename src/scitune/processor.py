@@ -32,6 +32,7 @@ from scitune.model.anyres import (
 )
 
 PROCESSOR_FILE = "processor.json"
+IMAGE_ASPECTS = ("resize", "pad")
 FORMAT_VERSION = 1
 IM_START, IM_END = "<im_start>", "<im_end>"
 """LLaVA's ``mm_use_im_start_end`` tokens around each image's tokens."""
@@ -100,6 +101,18 @@ class ImageTokenRule:
         return cls(
             int(d["tokens_per_tile"]), int(d.get("tile_size", 0)), grids, bool(d.get("start_end", False)), layout
         )
+
+
+def expand_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
+    """``image`` centred on a square canvas of its longer side filled with ``fill`` (LLaVA-1.5's ``expand2square``:
+    the offset of the shorter side is ``(long - short) // 2``); a square image is returned as it is."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new(image.mode, (side, side), fill if image.mode == "RGB" else fill[0])
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
 
 
 class AnyResImageProcessor:
@@ -176,6 +189,9 @@ class Processor:
         template: a chat template registry key (`scitune ls templates`).
         rule: how many tokens an image becomes.
         image_token: the placeholder string that marks an image in the text (expanded to ``rule.count`` copies).
+        image_aspect: ``resize`` (the image processor's own resize/crop) or ``pad``: first pad the image to a square
+            in the image processor's mean colour, centred, as LLaVA-1.5's ``expand2square`` (``image_aspect_ratio:
+            pad``), so nothing is cropped away. AnyRes tiles images its own way (``pad`` is refused with grids).
     """
 
     def __init__(
@@ -185,7 +201,13 @@ class Processor:
         template: str,
         rule: ImageTokenRule,
         image_token: str = DEFAULT_IMAGE_TOKEN,
+        image_aspect: str = "resize",
     ):
+        if image_aspect not in IMAGE_ASPECTS:
+            raise ValueError(f"image aspect must be one of {IMAGE_ASPECTS}, got {image_aspect!r}")
+        if image_aspect == "pad" and rule.grids:
+            raise ValueError("image aspect 'pad' pads each image to one square; AnyRes (grids) tiles it instead")
+        self.image_aspect = image_aspect
         self.tokenizer = prepare_tokenizer(tokenizer, image_token, rule.start_end)
         base = image_processor.base if isinstance(image_processor, AnyResImageProcessor) else image_processor
         self.image_processor = AnyResImageProcessor(base, rule) if rule.grids else base
@@ -247,7 +269,11 @@ class Processor:
     # ---- images
     def images(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
         """``pixel_values`` (and with AnyRes ``image_grids``) of a sample's images, in order."""
-        out = self.image_processor(images=list(images), return_tensors="pt")
+        images = list(images)
+        if self.image_aspect == "pad":
+            fill = tuple(int(m * 255) for m in (getattr(self.base_image_processor, "image_mean", None) or (0, 0, 0)))
+            images = [expand_to_square(im, fill) for im in images]
+        out = self.image_processor(images=images, return_tensors="pt")
         return {k: out[k] for k in ("pixel_values", "image_grids") if k in out}
 
     def __call__(
@@ -273,7 +299,20 @@ class Processor:
             "image_token": self.image_token,
             "image_token_id": self.image_token_id,
             "rule": self.rule.to_dict(),
+            "image_aspect": self.image_aspect,
         }
+
+    def replace(self, **changes: Any) -> Processor:
+        """A copy with some of the constructor's arguments changed (tokenizer and image processor shared)."""
+        args = {
+            "tokenizer": self.tokenizer,
+            "image_processor": self.image_processor,
+            "template": self.template_name,
+            "rule": self.rule,
+            "image_token": self.image_token,
+            "image_aspect": self.image_aspect,
+        }
+        return Processor(**{**args, **changes})
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
         """``tokenizer/`` and ``image_processor/`` (AutoTokenizer / AutoImageProcessor read them) and processor.json."""
@@ -307,4 +346,5 @@ class Processor:
             cfg.get("template", template),
             ImageTokenRule.from_dict(cfg["rule"]) if "rule" in cfg else rule,
             cfg.get("image_token", DEFAULT_IMAGE_TOKEN),
+            cfg.get("image_aspect", "resize"),
         )

@@ -34,8 +34,14 @@ class VisionConfig:
     """AnyRes tiling (LLaVA-NeXT): candidate grids ROWSxCOLS, e.g. [1x1,1x2,2x1,2x2]; each image is cut into the
     best-fitting grid of encoder-sized tiles plus one overview, so it takes (rows*cols+1) x the tokens of one tile.
     Empty = off (one encoder pass per image)."""
+    image_aspect: Literal["resize", "pad"] = "resize"
+    """How an image that is not square reaches the encoder: resize = the image processor's own resize and centre
+    crop; pad = first padded to a square in the processor's mean colour (LLaVA-1.5's expand2square,
+    image_aspect_ratio: pad), so nothing is cut off. Not with anyres."""
 
     def __post_init__(self) -> None:
+        if self.image_aspect == "pad" and self.anyres:
+            raise ValueError("--model.vision.image_aspect pad: not with --model.vision.anyres (AnyRes tiles the image)")
         for g in self.anyres:
             if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", str(g)):
                 raise ValueError(f"--model.vision.anyres: {g!r} is not a grid like '2x3' (rows x cols, both >= 1)")

@@ -97,6 +97,7 @@ def import_llava_original(
         template or ("llava-v0" if v0 else "vicuna-v1"),
         rule,
         PATCH_TOKEN if v0 else DEFAULT_IMAGE_TOKEN,
+        "pad" if cfg.get("image_aspect_ratio") == "pad" else "resize",  # LLaVA-1.5 trained and answers on padded images
     )
     sd = read_state_dict(p)
     name, proj_sd = _projector(cfg, sd)
