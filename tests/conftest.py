@@ -12,10 +12,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one intra-op thread here and in every child: the tiny models gain nothing from more, and on shared cores
+# spinning threads fight each other (several times slower under load)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 # the base-weight hash cache of this test session, never the user's ~/.cache/scitune
 os.environ["SCITUNE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="scitune-test-cache-")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SCITUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
