@@ -16,7 +16,11 @@ def main(argv: list[str]) -> int:
     )
     sub = p.add_subcommands(dest="action")
     for name, help_ in (
-        ("hf", "a folder transformers loads: Llava(Next)ForConditionalGeneration + AutoProcessor"),
+        (
+            "hf",
+            "a folder transformers 4.45+ and 5.x (and vLLM) load: Llava(Next)ForConditionalGeneration + AutoProcessor, "
+            "with a generation config and a model card (README.md)",
+        ),
         ("merge-lora", "merge LoRA adapters into the LLM weights (a full scitune checkpoint)"),
     ):
         sp = parser(f"export {name}", help_)
@@ -36,7 +40,7 @@ def main(argv: list[str]) -> int:
     check_output_folder(sa.out, "hf-export" if args.action == "hf" else "checkpoint", sa.overwrite)  # before loading
     model, processor = load(sa.checkpoint)
     if args.action == "hf":
-        export_hf(model, processor, sa.out, sa.overwrite)
+        export_hf(model, processor, sa.out, sa.overwrite, checkpoint=sa.checkpoint)
     else:
         if not hasattr(model.llm, "peft_config"):
             raise ValueError(f"{sa.checkpoint}: has no LoRA adapters to merge")

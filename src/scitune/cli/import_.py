@@ -20,7 +20,12 @@ def main(argv: list[str]) -> int:
     )
     sub = p.add_subcommands(dest="source")
     hf = parser("import hf", "a LlavaForConditionalGeneration folder (llava-hf layout)")
-    hf.add_argument("--template", default="scitune", help="chat template the model was trained with")
+    hf.add_argument(
+        "--template",
+        default=None,
+        help="chat template the model was trained with (default: the one a scitune export records, else the one the "
+        "folder's chat template renders as; `scitune ls templates` lists them)",
+    )
     llava = parser("import llava", "an original LLaVA-layout folder (LlavaLlamaForCausalLM + mm_projector weights)")
     llava.add_argument("--template", default=None, help="chat template (default: llava-v0 for v0, else vicuna-v1)")
     llava.add_argument("--vision_tower", default=None, help="local CLIP folder instead of the config's mm_vision_tower")

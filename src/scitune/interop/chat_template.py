@@ -183,3 +183,33 @@ def check_chat_template(processor: Processor, jinja: str) -> None:
                 f"chat template {processor.template_name!r} cannot be exported exactly: the Jinja form renders "
                 f"{got!r} where scitune renders {want!r}"
             )
+
+
+class _Rendering:
+    """What `check_chat_template` needs of a processor: a tokenizer, a registered template and the image token."""
+
+    def __init__(self, tokenizer: Any, name: str, image_token: str):
+        from scitune.data.templates import get_template
+
+        self.tokenizer, self.template_name, self.image_token = tokenizer, name, image_token
+        self.template = get_template(name)
+        self.template.placeholder = image_token
+
+
+def infer_template(jinja: str | None, tokenizer: Any, image_token: str) -> str | None:
+    """The registered chat template whose rendering ``jinja`` (a llava-hf folder's template) reproduces on the probe
+    conversations (`check_chat_template`), or None. ``chat-template`` (the tokenizer's own) is never inferred: with the
+    folder's template as the tokenizer's it would match any folder."""
+    from scitune.data.templates import CHAT_TEMPLATES
+
+    if not jinja:
+        return None
+    for name in CHAT_TEMPLATES.names():
+        if name == "chat-template":
+            continue
+        try:
+            check_chat_template(_Rendering(tokenizer, name, image_token), jinja)  # type: ignore[arg-type]
+        except ValueError:
+            continue
+        return name
+    return None

@@ -3,16 +3,35 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from scitune.config.schema import DEFAULT_IMAGE_TOKEN
+from scitune.interop import connector
+from scitune.interop.hf_files import (
+    llava_hf_state_dict,
+    save_weights,
+    write_config,
+    write_generation_config,
+    write_processor_files,
+)
+from scitune.interop.model_card import model_card
+from scitune.interop.vllm_compat import vllm_llava_problems
+from scitune.io import read_json, write_json, write_text
 from scitune.loader import Loaded
 from scitune.model.projector import LinearProjector, MlpProjector
 from scitune.model.vlm import VisionLanguageModel
 from scitune.processor import ImageTokenRule, Processor
+
+log = logging.getLogger(__name__)
+
+EXPORT_FILE = "scitune_export.json"
+"""What scitune records in an export: its chat template, image token, connector form and the model's identity (read
+back by `import_hf`; HF loaders ignore it)."""
 
 
 def hf_select_strategy(select: str, has_cls: bool) -> str:
@@ -57,20 +76,28 @@ def _check_exportable(model: VisionLanguageModel) -> None:
     check_exportable(model)
 
 
+def text_config(model: VisionLanguageModel) -> dict[str, Any]:
+    """The LLM's config as a dict, with its class in ``architectures`` (vLLM and AutoModel pick the LM class by it)."""
+    llm = _unwrap(model.llm)
+    return {**llm.config.to_dict(), "architectures": [type(llm).__name__]}
+
+
 def hf_llava_config(model: VisionLanguageModel):
-    """A `LlavaConfig` describing ``model``; a linear connector becomes linear_1 + identity act + identity linear_2."""
+    """A `LlavaConfig` describing ``model``; the connector's activation is its export form's
+    (`scitune.interop.connector`: a linear connector as the exact ReLU MLP where the LM is wide enough)."""
     from transformers import LlavaConfig
 
     _check_exportable(model)
-    linear = isinstance(model.projector, LinearProjector)
+    text = text_config(model)
     cfg = LlavaConfig(
         vision_config=model.vision.model.config.to_dict(),
-        text_config=_unwrap(model.llm).config.to_dict(),
-        projector_hidden_act="linear" if linear else "gelu",
+        text_config=text,
+        projector_hidden_act=connector.ACTIVATION[connector.connector_form(model.projector)],
         vision_feature_layer=model.vision.feature_layer,
         vision_feature_select_strategy=hf_select_strategy(model.vision.select, model.vision.has_cls),
         multimodal_projector_bias=True,
         image_seq_length=model.num_image_tokens,
+        tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
     )
     cfg.image_token_id = model.image_token_id
     cfg.image_token_index = model.image_token_id
@@ -90,18 +117,8 @@ def _merged_llm(model: VisionLanguageModel):
 
 
 def projector_state(model: VisionLanguageModel) -> dict[str, torch.Tensor]:
-    """The connector as transformers' ``multi_modal_projector`` weights (a linear one: identity ``linear_2``)."""
-    p = model.projector
-    if isinstance(p, LinearProjector):
-        d = p.linear.out_features
-        like = p.linear.weight
-        return {
-            "linear_1.weight": p.linear.weight,
-            "linear_1.bias": p.linear.bias,
-            "linear_2.weight": torch.eye(d, dtype=like.dtype, device=like.device),
-            "linear_2.bias": torch.zeros(d, dtype=like.dtype, device=like.device),
-        }
-    return {k: v for k, v in p.state_dict().items() if k != "image_newline"}
+    """The connector as transformers' ``multi_modal_projector`` weights, in its export form."""
+    return connector.projector_state(model.projector, connector.connector_form(model.projector))
 
 
 def load_hf_weights(hf, model: VisionLanguageModel):
@@ -138,16 +155,24 @@ def hf_processor_args(model: VisionLanguageModel, processor: Processor) -> dict:
 
 
 def export_hf(
-    model: VisionLanguageModel, processor: Processor, out: str | os.PathLike[str], overwrite: bool = False
+    model: VisionLanguageModel,
+    processor: Processor,
+    out: str | os.PathLike[str],
+    overwrite: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write a llava-hf folder (model + processor with image token and chat template), atomically:
-    `LlavaForConditionalGeneration` + ``LlavaProcessor``, or for an AnyRes model `LlavaNextForConditionalGeneration` +
-    ``LlavaNextProcessor``. The processor's chat template renders what scitune renders (`jinja_chat_template`).
+    """Write a llava-hf folder that transformers 4.45+ and 5.x load alike, atomically: `LlavaForConditionalGeneration`
+    + ``LlavaProcessor``, or for an AnyRes model `LlavaNextForConditionalGeneration` + ``LlavaNextProcessor``.
+
+    The weights use the hub's llava-hf key layout, the tokenizer, image processor and chat template go into every file
+    either line reads (`scitune.interop.hf_files`); the chat template renders what scitune renders
+    (`jinja_chat_template`), ``generation_config.json`` stops where scitune stops, a linear connector is written in the
+    exact ReLU form vLLM loads where the LM is wide enough (`scitune.interop.connector`), ``scitune_export.json``
+    records the template and ``README.md`` is the model card (training data and scores from ``checkpoint``, the
+    scitune checkpoint folder the model came from, when given).
 
     A folder holding files scitune did not write is refused unless ``overwrite`` (`write_output_folder`).
     """
-    from transformers import LlavaProcessor
-
     from scitune.outputs import write_output_folder
 
     if (processor.rule.grids, processor.rule.layout if processor.rule.grids else None) != (
@@ -158,25 +183,107 @@ def export_hf(
             f"the processor tiles with {processor.rule.grids} ({processor.rule.layout}) but the model with "
             f"{model.anyres_grids} ({model.anyres_layout}): a checkpoint put together from two others?"
         )
-    if model.anyres_grids:
-        from transformers import LlavaNextProcessor
-
-        from scitune.interop.hf_llava_next import hf_next_image_processor, to_hf_llava_next
-
-        hf = to_hf_llava_next(model)
-        hf_processor = LlavaNextProcessor(
-            image_processor=hf_next_image_processor(processor.base_image_processor, processor.rule),
-            **hf_processor_args(model, processor),
+    hf_config, hf_processor = _hf_config_and_processor(model, processor)
+    form = connector.connector_form(model.projector)
+    if form == connector.IDENTITY:
+        d_in, d_out = model.projector.linear.in_features, model.projector.linear.out_features
+        log.warning(
+            "the linear connector maps %d vision features into an LM of width %d (< 2 x %d): it is exported with "
+            "the 'linear' activation, which transformers loads but vLLM does not (vLLM's LLaVA projector has no "
+            "identity activation, and the exact ReLU form needs an LM twice as wide as the vision features)",
+            *(d_in, d_out, d_in),
         )
-    else:
-        hf = to_hf_llava(model)
-        hf_processor = LlavaProcessor(image_processor=processor.image_processor, **hf_processor_args(model, processor))
+    llm = _merged_llm(model)
+    dtype = next(llm.parameters()).dtype
+    state = llava_hf_state_dict(
+        model, llm, connector.projector_state(model.projector, form), image_newline=bool(model.anyres_grids)
+    )
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    record = export_record(model, processor, form, type(hf_config).__name__, checkpoint)
+    hf_config.architectures = [record["model_class"]]  # transformers' pipelines and vLLM pick the class by it
 
     def writer(tmp: Path) -> None:
-        hf.save_pretrained(tmp)
-        hf_processor.save_pretrained(tmp)
+        write_config(hf_config, tmp, str(dtype).removeprefix("torch."))
+        save_weights(state, tmp)
+        write_processor_files(hf_processor, tmp)
+        generation = write_generation_config(processor, tmp)
+        write_json(tmp / EXPORT_FILE, record)
+        card = model_card(
+            model, processor, record["model_class"], form, generation, vllm_llava_problems(tmp), checkpoint
+        )
+        write_text(tmp / "README.md", card)
 
     return write_output_folder(out, "hf-export", writer, overwrite)
+
+
+def _hf_config_and_processor(model: VisionLanguageModel, processor: Processor) -> tuple[Any, Any]:
+    """The llava-hf config and processor of ``model``: Llava, or LlavaNext for an AnyRes model."""
+    from transformers import LlavaNextProcessor, LlavaProcessor
+
+    if model.anyres_grids:
+        from scitune.interop.hf_llava_next import hf_llava_next_config, hf_next_image_processor
+
+        image_processor = hf_next_image_processor(processor.base_image_processor, processor.rule)
+        return hf_llava_next_config(model), LlavaNextProcessor(
+            image_processor=image_processor, **hf_processor_args(model, processor)
+        )
+    image_processor = processor.image_processor
+    if processor.image_aspect == "pad":  # LLaVA-1.5's expand2square: HF's LlavaImageProcessor with do_pad
+        from scitune.interop.hf_llava_next import hf_pad_image_processor
+
+        image_processor = hf_pad_image_processor(processor.base_image_processor)
+    return hf_llava_config(model), LlavaProcessor(image_processor=image_processor, **hf_processor_args(model, processor))
+
+
+def export_record(
+    model: VisionLanguageModel, processor: Processor, form: str, config_class: str, checkpoint: Any = None
+) -> dict[str, Any]:
+    """The content of `EXPORT_FILE`."""
+    from scitune import __version__
+
+    return {
+        "format": 1,
+        "scitune_version": __version__,
+        "model_class": config_class.replace("Config", "ForConditionalGeneration"),
+        "template": processor.template_name,
+        "image_token": processor.image_token,
+        "connector": {"name": model.identity.get("projector", {}).get("name"), "form": form},
+        "identity": model.identity,
+        "source": str(checkpoint) if checkpoint is not None else None,
+    }
+
+
+def resolve_template(folder: str | os.PathLike[str], template: str | None, proc: Any) -> str:
+    """The chat template of an imported llava-hf folder: ``template`` when given (a registered one), else the one a
+    scitune export records (`EXPORT_FILE`), else the registered template whose rendering the folder's chat template
+    reproduces (`infer_template`); raises ValueError naming the known templates otherwise."""
+    from scitune.data.templates import CHAT_TEMPLATES
+    from scitune.interop.chat_template import infer_template
+
+    known = CHAT_TEMPLATES.names()
+    recorded = None
+    if (Path(folder) / EXPORT_FILE).is_file():
+        recorded = read_json(Path(folder) / EXPORT_FILE).get("template")
+    if template is not None:
+        if template not in known:
+            raise ValueError(f"unknown chat template {template!r}; known: {', '.join(known)} (scitune ls templates)")
+        if recorded and recorded != template:
+            log.warning("%s was exported with the chat template %r; using %r as asked", folder, recorded, template)
+        return template
+    if recorded:
+        if recorded not in known:
+            raise ValueError(
+                f"records the chat template {recorded!r}, which this scitune does not know: pass --template"
+            )
+        return recorded
+    jinja = getattr(proc, "chat_template", None) or getattr(proc.tokenizer, "chat_template", None)
+    name = infer_template(jinja, proc.tokenizer, getattr(proc, "image_token", None) or DEFAULT_IMAGE_TOKEN)
+    if name is None:
+        raise ValueError(
+            "its chat template renders as none of scitune's; pass --template (one of: " + ", ".join(known) + ")"
+        )
+    log.info("%s: chat template %r (its Jinja template renders as scitune's)", folder, name)
+    return name
 
 
 def hf_parts(hf, cfg, template: str, proc, image_processor=None, rule: ImageTokenRule | None = None) -> tuple:
@@ -189,8 +296,12 @@ def hf_parts(hf, cfg, template: str, proc, image_processor=None, rule: ImageToke
     if not isinstance(cfg.vision_feature_layer, int):
         raise ValueError("several vision_feature_layer values are not supported (scitune takes one)")
     act = cfg.projector_hidden_act
-    if act not in ("gelu", "linear"):
-        raise ValueError(f"projector activation {act!r} is not supported (gelu or linear)")
+    linear = connector.linear_from_state(hf.model.multi_modal_projector.state_dict(), act) is not None
+    if not linear and act != "gelu":
+        raise ValueError(
+            f"projector activation {act!r}: not a scitune connector (a gelu MLP, or a linear map in the 'linear' or "
+            "the exact ReLU form)"
+        )
     vmt = cfg.vision_config.model_type
     has_cls = vmt == "clip_vision_model"
     select = scitune_select(cfg.vision_feature_select_strategy, has_cls)
@@ -198,8 +309,6 @@ def hf_parts(hf, cfg, template: str, proc, image_processor=None, rule: ImageToke
     llm = AutoModelForCausalLM.from_config(cfg.text_config)
     llm.model.load_state_dict(hf.model.language_model.state_dict())
     llm.lm_head.load_state_dict(hf.lm_head.state_dict())
-    p = hf.model.multi_modal_projector
-    linear = act == "linear" and torch.equal(p.linear_2.weight, torch.eye(p.linear_2.weight.shape[0]))
     identity = {
         "vision": {
             "name": {"clip_vision_model": "clip", "siglip_vision_model": "siglip"}.get(vmt, "auto"),
@@ -217,17 +326,19 @@ def hf_parts(hf, cfg, template: str, proc, image_processor=None, rule: ImageToke
 
 
 def load_projector(model: VisionLanguageModel, hf) -> None:
-    """Put a llava-hf ``multi_modal_projector``'s weights into ``model``'s connector."""
+    """Put a llava-hf ``multi_modal_projector``'s weights into ``model``'s connector (a linear map back from its
+    export form, exactly)."""
     p = hf.model.multi_modal_projector
     if isinstance(model.projector, LinearProjector):
-        model.projector.linear.load_state_dict({"weight": p.linear_1.weight, "bias": p.linear_1.bias})
+        w, b = connector.linear_from_state(p.state_dict(), hf.config.projector_hidden_act)
+        model.projector.linear.load_state_dict({"weight": w, "bias": b})
     else:
         model.projector.load_state_dict({**model.projector.state_dict(), **p.state_dict()})
 
 
-def import_hf(folder: str | os.PathLike[str], template: str = "scitune") -> Loaded:
+def import_hf(folder: str | os.PathLike[str], template: str | None = None) -> Loaded:
     """Read a llava-hf folder (``llava`` or ``llava_next``) into a model and processor that scitune can train and
-    save."""
+    save; ``template`` as `resolve_template` says (a scitune export's own, by default)."""
     from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
     from scitune.model.builders import assemble
@@ -243,8 +354,9 @@ def import_hf(folder: str | os.PathLike[str], template: str = "scitune") -> Load
             "LlavaForConditionalGeneration and LlavaNextForConditionalGeneration folders can be imported"
         )
     hf = LlavaForConditionalGeneration.from_pretrained(folder)
+    proc = AutoProcessor.from_pretrained(folder)
     try:
-        vision, llm, name, identity, processor = hf_parts(hf, cfg, template, AutoProcessor.from_pretrained(folder))
+        vision, llm, name, identity, processor = hf_parts(hf, cfg, resolve_template(folder, template, proc), proc)
     except ValueError as e:
         raise ValueError(f"{folder}: {e}") from None
     model = assemble(vision, llm, name, identity, processor.image_token_id, len(processor.tokenizer))

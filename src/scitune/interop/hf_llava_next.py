@@ -9,17 +9,18 @@ from typing import Any
 
 import torch
 
+from scitune.interop import connector
 from scitune.interop.hf_llava import (
-    _unwrap,
     check_exportable,
     hf_parts,
     hf_select_strategy,
     load_hf_weights,
     load_projector,
+    resolve_template,
+    text_config,
 )
 from scitune.loader import Loaded
 from scitune.model.anyres import format_grid, grid_pinpoints, grids_from_pinpoints
-from scitune.model.projector import LinearProjector
 from scitune.model.vlm import VisionLanguageModel
 from scitune.processor import ImageTokenRule
 
@@ -56,24 +57,26 @@ def _check(model: VisionLanguageModel) -> None:
 
 
 def hf_llava_next_config(model: VisionLanguageModel):
-    """A `LlavaNextConfig` describing ``model``; a linear connector becomes linear_1 + identity act + identity
-    linear_2, and each grid (rows, cols) the pinpoint [rows * S, cols * S] (height, width in pixels, S the tile)."""
+    """A `LlavaNextConfig` describing ``model``: the connector's activation is its export form's
+    (`scitune.interop.connector`), each grid (rows, cols) the pinpoint [rows * S, cols * S] (height, width in pixels,
+    S the tile)."""
     from transformers import LlavaNextConfig
 
     _check(model)
-    text = _unwrap(model.llm).config
+    text = text_config(model)
     cfg = LlavaNextConfig(
         vision_config=model.vision.model.config.to_dict(),
-        text_config=text.to_dict(),
-        projector_hidden_act="linear" if isinstance(model.projector, LinearProjector) else "gelu",
+        text_config=text,
+        projector_hidden_act=connector.ACTIVATION[connector.connector_form(model.projector)],
         vision_feature_layer=model.vision.feature_layer,
         vision_feature_select_strategy=hf_select_strategy(model.vision.select, model.vision.has_cls),
         multimodal_projector_bias=True,
         image_grid_pinpoints=grid_pinpoints(model.anyres_grids, model.vision.image_size),
         image_seq_length=model.num_image_tokens,
-        tie_word_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
+        tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
     )
     cfg.image_token_id = model.image_token_id
+    cfg.image_token_index = model.image_token_id
     return cfg
 
 
@@ -104,6 +107,18 @@ def hf_next_image_processor(base: Any, rule: ImageTokenRule):
     return _next_image_processor_class(base)(**settings, image_grid_pinpoints=pinpoints, do_pad=True)
 
 
+def hf_pad_image_processor(base: Any):
+    """A ``LlavaImageProcessor`` with ``do_pad``: ``base``'s settings after padding each image to a square in its mean
+    colour, as scitune's ``image_aspect: pad`` (and LLaVA-1.5's ``expand2square``) does."""
+    import transformers
+
+    d = base.to_dict()
+    settings = {k: d[k] for k in _BASE_KEYS if d.get(k) is not None}
+    pil = type(base).__name__.endswith("Pil") and hasattr(transformers, "LlavaImageProcessorPil")
+    cls = transformers.LlavaImageProcessorPil if pil else transformers.LlavaImageProcessor
+    return cls(**settings, do_pad=True)
+
+
 def _base_image_processor(next_processor: Any, vision_type: str):
     """The encoder's own processor (one tile) with the llava-next processor's settings."""
     import transformers
@@ -116,7 +131,7 @@ def _base_image_processor(next_processor: Any, vision_type: str):
     return getattr(transformers, name)(**settings)
 
 
-def import_hf_next(folder: str | os.PathLike[str], template: str = "scitune") -> Loaded:
+def import_hf_next(folder: str | os.PathLike[str], template: str | None = None) -> Loaded:
     """Read a `LlavaNextForConditionalGeneration` folder into an AnyRes model (llava-next layout) and its processor."""
     from transformers import AutoProcessor, LlavaNextConfig, LlavaNextForConditionalGeneration
 
@@ -130,7 +145,8 @@ def import_hf_next(folder: str | os.PathLike[str], template: str = "scitune") ->
         grids = grids_from_pinpoints(cfg.image_grid_pinpoints, tile)
         side = tile // int(cfg.vision_config.patch_size)
         base = _base_image_processor(proc.image_processor, cfg.vision_config.model_type)
-        parts = hf_parts(hf, cfg, template, proc, base, ImageTokenRule(side * side, tile, grids))
+        rule = ImageTokenRule(side * side, tile, grids)
+        parts = hf_parts(hf, cfg, resolve_template(folder, template, proc), proc, base, rule)
     except ValueError as e:
         raise ValueError(f"{folder}: {e}") from None
     vision, llm, name, identity, processor = parts

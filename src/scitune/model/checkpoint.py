@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 META_FILE = "scitune.json"
 FORMAT_VERSION = 1
+RUN_CONFIG_FILE = "scitune_run.json"
+"""The resolved run config (`RunConfig` as JSON) a training checkpoint was saved with. Not ``config.json``: HF loaders
+(``AutoConfig``) read that name as a model config."""
+LEGACY_RUN_CONFIG_FILE = "config.json"
+"""Its name in checkpoints written before; still read (`read_run_config`)."""
 
 
 def _unwrap(llm):
@@ -171,6 +176,19 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not (p / META_FILE).is_file():
         raise DataError(f"{p}: not a scitune checkpoint (no {META_FILE})")
     return read_json(p / META_FILE)
+
+
+def read_run_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run config a checkpoint was trained with (`RUN_CONFIG_FILE`, or the older ``config.json`` when it holds a
+    scitune run config rather than a model's), None when it has none (built, imported or merged, not trained)."""
+    p = Path(path)
+    if (p / RUN_CONFIG_FILE).is_file():
+        return read_json(p / RUN_CONFIG_FILE)
+    if (p / LEGACY_RUN_CONFIG_FILE).is_file():
+        cfg = read_json(p / LEGACY_RUN_CONFIG_FILE)
+        if isinstance(cfg, dict) and {"model", "data", "train"} <= cfg.keys() and "model_type" not in cfg:
+            return cfg
+    return None
 
 
 def verify_checkpoint(path: str | os.PathLike[str], level: str = "quick", bases: bool = True) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from scitune.data.sampler import BatchPlan
 from scitune.data.tokenize import IGNORE_INDEX
 from scitune.io import DataError, fsync_file, read_log_lines, write_text
 from scitune.loader import build, load_checkpoint, save_files, with_template
-from scitune.model.checkpoint import write_checkpoint
+from scitune.model.checkpoint import RUN_CONFIG_FILE, write_checkpoint
 from scitune.outputs import read_manifest
 from scitune.train import run_dir as runs
 from scitune.train.batches import StepSampler, collate_batch, load_data, packed_row_length
@@ -399,7 +399,7 @@ class Trainer:
                 save_training_state(tmp, None if sharded else optimizer, scheduler, progress, rngs)
                 for f in staging.glob("zero_rank*") if shards else ():  # never a stale folder's shards
                     os.replace(f, tmp / f.name)
-                (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+                (tmp / RUN_CONFIG_FILE).write_text(json.dumps(asdict(self.cfg), indent=2))
 
             if (self.out / runs.METRICS).is_file():
                 fsync_file(self.out / runs.METRICS)  # the metrics up to this step are as durable as the checkpoint
