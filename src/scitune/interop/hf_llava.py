@@ -232,7 +232,9 @@ def _hf_config_and_processor(model: VisionLanguageModel, processor: Processor) -
         from scitune.interop.hf_llava_next import hf_pad_image_processor
 
         image_processor = hf_pad_image_processor(processor.base_image_processor)
-    return hf_llava_config(model), LlavaProcessor(image_processor=image_processor, **hf_processor_args(model, processor))
+    return hf_llava_config(model), LlavaProcessor(
+        image_processor=image_processor, **hf_processor_args(model, processor)
+    )
 
 
 def export_record(

@@ -16,11 +16,21 @@ OPENAI = {
     "id": "a",
     "messages": [
         {"role": "system", "content": "You are a careful scientist."},
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "img/p.png"}},
-                                     {"type": "text", "text": "What is shown?"}]},  # fmt: skip
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "img/p.png"}},
+                {"type": "text", "text": "What is shown?"},
+            ],
+        },  # fmt: skip
         {"role": "assistant", "content": "A plot."},
-        {"role": "user", "content": [{"type": "text", "text": "And here?"},
-                                     {"type": "image_url", "image_url": {"url": "file://img/q.png"}}]},  # fmt: skip
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "And here?"},
+                {"type": "image_url", "image_url": {"url": "file://img/q.png"}},
+            ],
+        },  # fmt: skip
         {"role": "assistant", "content": [{"type": "text", "text": "A chart."}]},
     ],
 }
@@ -61,13 +71,30 @@ def test_hf_messages_take_paths_from_images_list():
 @pytest.mark.parametrize(
     ("record", "problem"),
     [
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]},
-         "not data URLs"),  # fmt: skip
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
-         "web addresses"),  # fmt: skip
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}],
+                    }
+                ]
+            },
+            "not data URLs",
+        ),  # fmt: skip
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
+                ]
+            },
+            "web addresses",
+        ),  # fmt: skip
         ({"messages": [{"role": "user", "content": [{"type": "image"}]}]}, "'images' list has only 0"),
-        ({"images": ["a.png", "b.png"], "messages": [{"role": "user", "content": [{"type": "image"}]}]},
-         "lists 2 images but its messages have 1"),  # fmt: skip
+        (
+            {"images": ["a.png", "b.png"], "messages": [{"role": "user", "content": [{"type": "image"}]}]},
+            "lists 2 images but its messages have 1",
+        ),  # fmt: skip
         ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "text, image or image_url part"),
         ({"messages": [{"content": "hi"}]}, "string 'role'"),
         ({"messages": [{"role": "user", "content": 3}]}, "string or a list of parts"),
