@@ -12,8 +12,10 @@ from scitune.serve.config import ServeConfig
 def main(argv: list[str]) -> int:
     p = parser(
         "serve",
-        "Serve a checkpoint over HTTP: POST /v1/chat/completions (OpenAI schema, streaming), GET /v1/models,\n"
-        "GET /health, and a chat page at /. Binds 127.0.0.1 unless --host says otherwise.\n\n"
+        "Serve a checkpoint over HTTP: POST /v1/chat/completions (OpenAI schema, streaming), POST /v1/completions\n"
+        "(plain prompts, echo + logprobs, as lm-evaluation-harness uses), GET /v1/models, GET /health, and a chat\n"
+        "page at /. Binds 127.0.0.1 unless --host says otherwise. The model id is the run's name\n"
+        "(runs/x/final -> x) unless --served_model_name says otherwise.\n\n"
         "  scitune serve --checkpoint runs/x/final --port 8000 --image_root figures/",
     )
     p.add_class_arguments(ServeConfig)

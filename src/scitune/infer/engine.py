@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -17,7 +18,8 @@ import torch
 
 from scitune.data.collate import collate
 from scitune.infer.kv import KVCacheAdapter, pad_left
-from scitune.infer.requests import Completion, EngineStats, GenerationRequest
+from scitune.infer.logprobs import token_logprobs
+from scitune.infer.requests import Completion, EngineStats, GenerationRequest, TokenLogprob
 from scitune.infer.sampling import choose
 from scitune.infer.stream import TextStream
 from scitune.model.vlm import VisionLanguageModel
@@ -25,7 +27,7 @@ from scitune.processor import Processor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ADMISSIONS", "Completion", "EngineStats", "GenerationEngine", "GenerationRequest"]
+__all__ = ["ADMISSIONS", "Completion", "EngineStats", "GenerationEngine", "GenerationRequest", "TokenLogprob"]
 
 ADMISSIONS = ("continuous", "static")
 """continuous: a request joins the running batch at the next decode step; static: requests are admitted only into an
@@ -52,14 +54,16 @@ class _Batch:
     past: Any
     _params: tuple | None = None
 
-    def params(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Generator | None]]:
-        """Per-row temperature (B,), top-p (B,) and generators, rebuilt when the rows change."""
+    def params(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Generator | None], torch.Tensor]:
+        """Per-row temperature (B,), top-p (B,), generators and top-k (B,), rebuilt when the rows change (the
+        arguments of `choose` after the logits)."""
         if self._params is None:
             reqs = [s.request for s in self.seqs]
             self._params = (
                 torch.tensor([r.temperature for r in reqs], dtype=torch.float32),
                 torch.tensor([r.top_p for r in reqs], dtype=torch.float32),
                 [s.generator for s in self.seqs],
+                torch.tensor([r.top_k for r in reqs], dtype=torch.long),
             )
         return self._params
 
@@ -112,6 +116,9 @@ class GenerationEngine:
     # ---- public API
     def submit(self, *requests: GenerationRequest) -> None:
         """Queue requests (any thread); they join at a later step."""
+        for r in requests:
+            if r.prompt_logprobs is not None and r.pixel_values is not None:
+                raise ValueError("prompt log-probabilities need a text-only prompt (no images)")
         now = time.monotonic()
         with self._cond:
             for r in requests:
@@ -233,11 +240,15 @@ class GenerationEngine:
         return group
 
     # ---- model work
-    def _forward(self, mask: torch.Tensor, pos: torch.Tensor, cache: Any, ids=None, embeds=None) -> tuple[Any, Any]:
-        """Last-position logits (B, V) and the cache with this step's keys and values (None without a cache)."""
-        kw = self.kv.forward_kwargs(cache)
+    def _forward(
+        self, mask: torch.Tensor, pos: torch.Tensor, cache: Any, ids=None, embeds=None, every_position: bool = False
+    ) -> tuple[Any, Any]:
+        """Last-position logits (B, V), or with ``every_position`` all of them (B, L, V), and the cache with this
+        step's keys and values (None without a cache)."""
+        kw = self.kv.forward_kwargs(cache, every_position)
         out = self.model.llm(input_ids=ids, inputs_embeds=embeds, attention_mask=mask, position_ids=pos, **kw)
-        return out.logits[:, -1], None if cache is None else self.kv.returned(out, cache)
+        logits = out.logits if every_position else out.logits[:, -1]
+        return logits, None if cache is None else self.kv.returned(out, cache)
 
     def _prefill(self, group: list[GenerationRequest]) -> None:
         """Run the new prompts together (left-padded), then merge their rows into the running batch."""
@@ -255,26 +266,57 @@ class GenerationEngine:
             image_grids=None if grids is None else grids.to(dev),
         )  # (G, P, D), image features spliced in
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # per-row positions: padding does not shift a prompt
-        logits, cache = self._forward(mask, pos, self.kv.new() if self.use_cache else None, embeds=embeds)
+        scored = any(r.prompt_logprobs is not None for r in group)
+        cache = self.kv.new() if self.use_cache else None
+        logits, cache = self._forward(mask, pos, cache, embeds=embeds, every_position=scored)  # (G, V) or (G, P, V)
         past = cache if self.use_cache else embeds
         new = _Batch([self._sequence(r, int(n)) for r, n in zip(group, mask.sum(-1).tolist())], mask, past)
+        if scored:
+            for row, s in enumerate(new.seqs):
+                if s.request.prompt_logprobs is not None:
+                    s.request.prompt_token_logprobs = self._prompt_logprobs(logits[row], s.request)
+            logits = logits[:, -1]
         self.stats.prefills += 1
         for r in group:
             r.state = "running"
-        first = choose(logits, *new.params())
+        first = choose(logits, *new.params()).tolist()
+        entries = self._step_logprobs(logits, first, new.seqs)
         self._merge(new)
         b = self._batch
         assert b is not None
-        self._advance(first.tolist(), range(len(b.seqs) - len(group), len(b.seqs)))
+        self._advance(first, range(len(b.seqs) - len(group), len(b.seqs)), entries)
+
+    @staticmethod
+    def _prompt_logprobs(logits: torch.Tensor, r: GenerationRequest) -> list[TokenLogprob | None]:
+        """The prompt tokens' entries from one row's prefill logits (P, V) (its prompt is the last n positions)."""
+        ids = [int(t) for t in r.input_ids]
+        n, k = len(ids), int(r.prompt_logprobs or 0)
+        # position t's logits predict token t + 1: the prompt's tokens after the first, from its first n - 1 positions
+        scored = token_logprobs(logits[logits.shape[0] - n : logits.shape[0] - 1], ids[1:], [k] * (n - 1))
+        return [None, *scored]
+
+    @staticmethod
+    def _step_logprobs(logits: torch.Tensor, tokens: list[int], seqs: list[_Sequence]) -> dict[int, TokenLogprob]:
+        """The chosen tokens' entries of the rows that asked for them (by position in ``tokens``); nothing is
+        computed when none did."""
+        rows = [i for i, s in enumerate(seqs) if s.request.logprobs is not None]
+        if not rows:
+            return {}
+        ks = [int(seqs[i].request.logprobs or 0) for i in rows]
+        return dict(zip(rows, token_logprobs(logits[rows], [tokens[i] for i in rows], ks)))
 
     def _sequence(self, r: GenerationRequest, prompt_len: int) -> _Sequence:
         context = self.model.context_length
         limit = min(r.max_new_tokens, context - prompt_len) if context else r.max_new_tokens
-        stream = TextStream(self._decode_text, self.eos, self.template_stops + list(r.stops), r.on_delta)
+        stops = (self.template_stops if r.chat else []) + list(r.stops)
+        decode = self._decode_text if r.chat else self._decoder_after([int(t) for t in r.input_ids[-4:]])
+        stream = TextStream(decode, self.eos, stops, r.on_delta, strip=r.chat)
         gen = None
         if r.seed is not None and r.temperature > 0:
-            gen = torch.Generator(device=self.model.device).manual_seed(int(r.seed))
-        return _Sequence(r, stream, max(limit, 1), gen)
+            # torch takes seeds in [0, 2**64): OpenAI's are any int64, and choice i adds i
+            gen = torch.Generator(device=self.model.device).manual_seed(int(r.seed) % 2**64)
+        r.token_logprobs, r.prompt_token_logprobs = [], None
+        return _Sequence(r, stream, 0 if r.max_new_tokens == 0 else max(limit, 1), gen)
 
     def _decode(self) -> None:
         """Feed every row its last token and choose the next one."""
@@ -291,25 +333,39 @@ class GenerationEngine:
             logits, _ = self._forward(mask, (mask.cumsum(-1) - 1).clamp(min=0), None, embeds=b.past)
         b.mask = mask
         self.stats.record_step(len(b.seqs))
-        self._advance(choose(logits, *b.params()).tolist(), range(len(b.seqs)))
+        tokens = choose(logits, *b.params()).tolist()
+        self._advance(tokens, range(len(b.seqs)), self._step_logprobs(logits, tokens, b.seqs))
 
-    def _advance(self, tokens: list[int], rows: Iterable[int]) -> None:
-        """Append each row's new token, end the rows that are done, and drop them from the batch."""
+    def _advance(self, tokens: list[int], rows: Iterable[int], entries: dict[int, TokenLogprob]) -> None:
+        """Append each row's new token (and its entry, by position in ``tokens``), end the rows that are done, and
+        drop them from the batch."""
         b = self._batch
         assert b is not None
         now = time.monotonic()
         done = []
-        for i, t in zip(rows, tokens):
+        for k, (i, t) in enumerate(zip(rows, tokens)):
             s = b.seqs[i]
+            if s.limit == 0:  # prompt scoring only (max_new_tokens=0): the token chosen at prefill is not kept
+                done.append(i)
+                self._end(s.request, self._completion(s, "", "length"))
+                continue
             s.ids.append(int(t))
+            if k in entries and int(t) not in self.eos:
+                s.request.token_logprobs.append(entries[k])
             reason = self._check(s, now)
             if reason is not None:
                 done.append(i)
                 final = reason in ("stop", "length")
                 text = s.stream.finish() if final else s.stream.text.strip()
-                self._end(s.request, Completion(text, reason, list(s.ids)))
+                self._end(s.request, self._completion(s, text, reason))
         if done:
             self._drop(done)
+
+    @staticmethod
+    def _completion(s: _Sequence, text: str, reason: str) -> Completion:
+        r = s.request
+        lps = list(r.token_logprobs) if r.logprobs is not None else None
+        return Completion(text, reason, list(s.ids), logprobs=lps, prompt_logprobs=r.prompt_token_logprobs)
 
     @staticmethod
     def _check(s: _Sequence, now: float) -> str | None:
@@ -358,6 +414,17 @@ class GenerationEngine:
             b.past = self.kv.trim(b.past, lead) if self.use_cache else b.past[:, lead:]
 
     # ---- endings
+    def _decoder_after(self, context: list[int]):
+        """ids -> the text they add after ``context`` (a raw completion continues its prompt's text: SentencePiece
+        drops a leading space when ids are decoded alone, and a split character may end the prompt)."""
+        head = self._decode_text(context)
+
+        def decode(ids: list[int]) -> str:
+            whole = self._decode_text(context + ids)
+            return whole[len(os.path.commonprefix([head, whole])) :]
+
+        return decode
+
     def _decode_text(self, ids: list[int]) -> str:
         # no clean-up of spaces: it can rewrite text already streamed when later tokens arrive
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -42,11 +42,12 @@ class KVCacheAdapter:
 
         return DynamicCache()
 
-    def forward_kwargs(self, cache: Any | None) -> dict[str, Any]:
-        """Keyword arguments for ``llm(...)``: the cache under its name (None: no cache), last position's logits only."""
+    def forward_kwargs(self, cache: Any | None, every_position: bool = False) -> dict[str, Any]:
+        """Keyword arguments for ``llm(...)``: the cache under its name (None: no cache), and the last position's
+        logits only unless ``every_position`` (prompt log-probabilities)."""
         kw: dict[str, Any] = {"use_cache": False} if cache is None else {self.cache_arg: cache, "use_cache": True}
         if self.logits_arg:
-            kw[self.logits_arg] = 1
+            kw[self.logits_arg] = 0 if every_position else 1  # transformers: 0 = every position
         return kw
 
     def returned(self, out: Any, given: Any) -> Any:

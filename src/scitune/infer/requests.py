@@ -14,6 +14,16 @@ import torch
 
 
 @dataclass
+class TokenLogprob:
+    """One position's log-probability: the token there, its log-probability under the model's raw distribution (before
+    temperature, top-k and top-p), and the ``k`` most likely tokens with theirs (most likely first)."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
 class Completion:
     """How a request ended: its text, why, and its generated ids.
 
@@ -26,6 +36,11 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     """Every generated id, the EOS that ended it included."""
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    """With ``GenerationRequest.logprobs``: one entry per generated token (an EOS that ended it excluded)."""
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    """With ``GenerationRequest.prompt_logprobs``: one entry per prompt token, None for the first (nothing predicts
+    it)."""
 
     @property
     def completion_tokens(self) -> int:
@@ -49,8 +64,18 @@ class GenerationRequest:
     temperature: float = 0.0
     """0 = greedy."""
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample only among the ``top_k`` most likely tokens (0 = no limit)."""
     stops: list[str] = field(default_factory=list)
     """Stop strings besides the chat template's own."""
+    chat: bool = True
+    """A chat reply: the template's stop strings end it too and its text is stripped of surrounding whitespace.
+    False = a raw text completion: only EOS and ``stops`` end it, and its text is kept as generated."""
+    logprobs: int | None = None
+    """None = no log-probabilities (nothing computed); k >= 0 = each generated token's, with its k most likely
+    alternatives (`Completion.logprobs`; while running, ``token_logprobs`` grows step by step)."""
+    prompt_logprobs: int | None = None
+    """Like ``logprobs``, for the prompt's own tokens (`Completion.prompt_logprobs`); text-only prompts."""
     seed: int | None = None
     """Seeds this request's own random generator: its samples do not depend on what else is in the batch."""
     deadline: float = math.inf
@@ -63,6 +88,10 @@ class GenerationRequest:
     """new -> waiting -> running -> done (set by the engine)."""
     result: Completion | None = None
     submitted_at: float = 0.0
+    token_logprobs: list[TokenLogprob] = field(default_factory=list)
+    """With ``logprobs``: the entries so far (appended by the engine's thread before it calls ``on_delta``)."""
+    prompt_token_logprobs: list[TokenLogprob | None] | None = None
+    """With ``prompt_logprobs``: the prompt's entries, set at prefill (before the first ``on_delta``)."""
 
     def cancel(self) -> None:
         self.cancelled = True

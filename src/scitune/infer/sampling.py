@@ -1,5 +1,5 @@
-"""Next-token choice with per-row settings: greedy rows take the argmax, sampled rows their own temperature, top-p
-and (when seeded) their own random generator, so a seeded row draws the same tokens whatever shares its batch."""
+"""Next-token choice with per-row settings: greedy rows take the argmax, sampled rows their own temperature, top-k,
+top-p and (when seeded) their own random generator, so a seeded row draws the same tokens whatever shares its batch."""
 
 from __future__ import annotations
 
@@ -8,15 +8,23 @@ import math
 import torch
 
 
-def warp(scores: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Per-row temperature and top-p on logits (B, V), as transformers' warpers with one setting per row.
+def warp(
+    scores: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-row temperature, top-k and top-p on logits (B, V), in transformers' order (temperature, top-k, top-p) with
+    one setting per row.
 
-    Temperature 0 keeps only the argmax (greedy inside a sampled batch); tokens outside a row's top-p mass get -inf
-    (the most likely token always stays).
+    Temperature 0 keeps only the argmax (greedy inside a sampled batch); a row's top-k (0 = off) keeps its k highest
+    scores (ties with the k-th included, as transformers' TopKLogitsWarper); tokens outside a row's top-p mass get
+    -inf (the most likely token always stays).
     """
     greedy = temperature == 0
     dev = scores.device
     scores = scores / torch.where(greedy, torch.ones_like(temperature), temperature).to(dev, scores.dtype)[:, None]
+    if top_k is not None and bool((top_k > 0).any()):
+        k = top_k.to(dev).clamp(min=0, max=scores.shape[-1])
+        kth = scores.topk(int(k.max()), dim=-1).values.gather(1, (k.clamp(min=1) - 1)[:, None])  # (B, 1)
+        scores = scores.masked_fill((scores < kth) & (k > 0)[:, None], -math.inf)
     if bool((top_p < 1).any()):
         sorted_logits, sorted_idx = torch.sort(scores, descending=False)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -34,11 +42,13 @@ def choose(
     temperature: torch.Tensor,
     top_p: torch.Tensor,
     generators: list[torch.Generator | None],
+    top_k: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The next token of every row, (B,), from its logits (B, V).
 
     Rows with temperature 0 are greedy. A sampled row with a generator draws from it alone; the other sampled rows
     draw together from torch's global generator (so ``torch.manual_seed`` makes an unseeded run repeatable).
+    ``top_k`` (B,) is each row's top-k (0 = off; None = off for all).
     """
     logits = logits.float()
     out = logits.argmax(-1)
@@ -46,7 +56,8 @@ def choose(
     if not sampled:
         return out
     idx = torch.tensor(sampled, device=logits.device)
-    probs = warp(logits[idx], temperature[sampled], top_p[sampled]).softmax(-1)  # (S, V)
+    row_k = None if top_k is None else top_k[sampled]
+    probs = warp(logits[idx], temperature[sampled], top_p[sampled], row_k).softmax(-1)  # (S, V)
     shared = [k for k, i in enumerate(sampled) if generators[i] is None]
     if shared:
         out[idx[shared]] = torch.multinomial(probs[shared], 1).flatten()

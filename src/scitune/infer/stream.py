@@ -14,6 +14,8 @@ class TextStream:
         eos: token ids that end the sequence (not part of its text).
         stops: strings that end the text (cut before them).
         on_delta: called with each new piece of safe text, in order; the pieces concatenate to the final text.
+        strip: strip surrounding whitespace from the text (a chat reply); False keeps the text as generated (a raw
+            completion).
     """
 
     def __init__(
@@ -22,8 +24,9 @@ class TextStream:
         eos: set[int],
         stops: list[str],
         on_delta: Callable[[str], None] | None = None,
+        strip: bool = True,
     ):
-        self.decode, self.eos, self.on_delta = decode, eos, on_delta
+        self.decode, self.eos, self.on_delta, self.strip = decode, eos, on_delta, strip
         self.stops = [s for s in stops if s]
         self.text = ""  # visible text so far (cut at a stop string)
         self.streamed = ""  # the part already handed to on_delta
@@ -42,23 +45,24 @@ class TextStream:
             self._stream(self.safe(self.text))
 
     def finish(self) -> str:
-        """The final text (stripped); the rest of it is streamed."""
-        final = self.text.strip()
+        """The final text (stripped unless ``strip`` is off); the rest of it is streamed."""
+        final = self.text.strip() if self.strip else self.text
         if self.on_delta is not None:
             self._stream(final)
         return final
 
     def _visible(self, text: str) -> tuple[str, bool]:
         cut = min((i for s in self.stops if (i := text.find(s)) >= 0), default=-1)
-        return (text[:cut] if cut >= 0 else text).lstrip(), cut >= 0
+        text = text[:cut] if cut >= 0 else text
+        return text.lstrip() if self.strip else text, cut >= 0
 
     def safe(self, text: str) -> str:
-        """``text`` without what may still change: trailing whitespace (stripped at the end), a partial UTF-8
+        """``text`` without what may still change: trailing whitespace (when stripped at the end), a partial UTF-8
         character, and a tail that could be the start of a stop string."""
         safe, prev = text, None
         while safe != prev:  # until stable: removing a stop prefix can uncover more whitespace
             prev = safe
-            safe = safe.rstrip().rstrip("\ufffd")
+            safe = (safe.rstrip() if self.strip else safe).rstrip("\ufffd")
             for s in self.stops:
                 for k in range(min(len(s) - 1, len(safe)), 0, -1):
                     if safe.endswith(s[:k]):

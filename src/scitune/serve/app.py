@@ -1,7 +1,8 @@
 """The HTTP side of `scitune serve`: OpenAI-compatible routes, errors in OpenAI's shape, the chat page.
 
 Generation happens in `scitune.infer.engine` (queued by `scitune.serve.batcher`); request checks in
-`scitune.serve.prepare`; the Host check in `scitune.serve.hosts`; connection limits and the request-head deadline in
+`scitune.serve.prepare` (chat) and `scitune.serve.completions` (plain prompts); responses in `scitune.serve.responses`;
+the Host check in `scitune.serve.hosts`; connection limits and the request-head deadline in
 `scitune.serve.connections`.
 """
 
@@ -10,38 +11,27 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scitune.infer.engine import GenerationEngine
 from scitune.model.vlm import VisionLanguageModel
 from scitune.processor import Processor
-from scitune.serve.batcher import Batcher, Delta, Failed, Finished, Job, overloaded_error, timeout_error
+from scitune.serve.batcher import Batcher, overloaded_error
 from scitune.serve.bodies import BodyDrainMiddleware, read_body
+from scitune.serve.completions import CompletionPreparer, completion_events, completion_response
 from scitune.serve.config import ServeConfig
 from scitune.serve.hosts import HostCheckMiddleware, HostPolicy
-from scitune.serve.prepare import Prepared, RequestPreparer
-from scitune.serve.schema import (
-    ApiError,
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionRequest,
-    Choice,
-    ModelCard,
-    ModelList,
-    Usage,
-    completion_id,
-)
+from scitune.serve.logprobs import TokenSpeller
+from scitune.serve.responses import JobStream, chat_events, chat_response, ignored_headers
+from scitune.serve.schema import ApiError, ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +49,8 @@ _PARAM_NOISE = {"str", "int", "float", "bool", "list", "dict", "function-after"}
 
 
 def served_name(cfg: ServeConfig) -> str:
-    """The model id clients use: ``--model_name`` or the checkpoint folder's name."""
-    return cfg.model_name or Path(cfg.checkpoint.rstrip("/")).name or "scitune"
+    """The model id clients use (`ServeConfig.served_name`)."""
+    return cfg.served_name()
 
 
 def _error(e: ApiError) -> JSONResponse:
@@ -74,10 +64,10 @@ def _param(loc: tuple) -> str | None:
     return ".".join(keep) or None
 
 
-def parse_request(body: bytes) -> ChatCompletionRequest:
-    """Validate a request body; malformed JSON, unknown fields and wrong types become 400s."""
+def parse_request(body: bytes, schema: type[BaseModel] = ChatCompletionRequest):
+    """Validate a request body against ``schema``; malformed JSON, unknown fields and wrong types become 400s."""
     try:
-        return ChatCompletionRequest.model_validate_json(body)
+        return schema.model_validate_json(body)
     except ValidationError as e:
         errs = e.errors(include_url=False)
         first = errs[0]
@@ -89,92 +79,6 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
         msg = f"{param or 'body'}: {first['msg']}{more}"
         raise ApiError(400, msg, first["type"], param) from None
-
-
-class _JobStream(StreamingResponse):
-    """A streamed response whose job is cancelled however the response ends (done, error, disconnect)."""
-
-    def __init__(self, content: AsyncIterator[str], job: Job):
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        super().__init__(content, media_type="text/event-stream", headers=headers)
-        self.job = job
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.job.cancel()
-
-
-def _sse(obj: dict) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-async def _next_event(job: Job) -> Delta | Finished | Failed:
-    """The job's next event, or a timeout failure once its deadline passes."""
-    assert job.events is not None
-    try:
-        # a get() cut short by the timeout leaves its item in the queue, so no event is lost
-        return await asyncio.wait_for(job.events.get(), max(job.deadline - time.monotonic(), 0.0))
-    except asyncio.TimeoutError:
-        job.cancel()
-        return Failed(timeout_error())
-
-
-async def stream_events(prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]`` (or an error event)."""
-    job = prep.job
-    head = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-
-    def chunk(index: int, delta: dict, finish: str | None = None) -> str:
-        return _sse({**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
-
-    for i in range(job.n):
-        yield chunk(i, {"role": "assistant", "content": ""})
-    finished, tokens = 0, 0
-    while finished < job.n:
-        ev = await _next_event(job)
-        if isinstance(ev, Failed):
-            yield _sse(ev.error.body())
-            return
-        if isinstance(ev, Delta):
-            yield chunk(ev.index, {"content": ev.text})
-        else:
-            finished += 1
-            tokens += ev.completion_tokens
-            yield chunk(ev.index, {}, ev.finish_reason)
-    if include_usage:
-        usage = Usage(
-            prompt_tokens=prep.prompt_tokens, completion_tokens=tokens, total_tokens=prep.prompt_tokens + tokens
-        )
-        yield _sse({**head, "choices": [], "usage": usage.model_dump()})
-    yield "data: [DONE]\n\n"
-
-
-async def complete(request: Request, prep: Prepared, model: str) -> Response:
-    """Wait for every choice of a non-streamed job (a client that leaves cancels it)."""
-    job = prep.job
-    done: dict[int, Finished] = {}
-    while len(done) < job.n:
-        waiter = asyncio.ensure_future(_next_event(job))
-        while not waiter.done():
-            await asyncio.wait([waiter], timeout=0.5)
-            if not waiter.done() and await request.is_disconnected():
-                waiter.cancel()
-                job.cancel()
-                return Response(status_code=499)  # nobody is listening
-        ev = waiter.result()
-        if isinstance(ev, Failed):
-            raise ev.error
-        if isinstance(ev, Finished):
-            done[ev.index] = ev
-    choices = [
-        Choice(index=i, message=AssistantMessage(content=f.text), finish_reason=f.finish_reason)
-        for i, f in sorted(done.items())
-    ]
-    n_out = sum(f.completion_tokens for f in done.values())
-    usage = Usage(prompt_tokens=prep.prompt_tokens, completion_tokens=n_out, total_tokens=prep.prompt_tokens + n_out)
-    return JSONResponse(ChatCompletion(model=model, choices=choices, usage=usage).model_dump())
 
 
 def create_app(
@@ -190,7 +94,7 @@ def create_app(
             steps) or ``static`` (only into an empty batch; the baseline `benchmarks/serve.py` compares against).
     """
     name = served_name(cfg)
-    preparer = RequestPreparer(model, processor, cfg, name)
+    preparer = CompletionPreparer(model, processor, cfg, name)  # chat requests too
     engine = GenerationEngine(model, processor, cfg.max_batch_size, admission, cfg.max_wait_ms / 1000)
     batcher = Batcher(engine, cfg.max_queue)
     created = int(time.time())
@@ -243,8 +147,11 @@ def create_app(
     async def models() -> dict:
         return ModelList(data=[ModelCard(id=name, created=created)]).model_dump()
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
-    async def chat_completions(request: Request) -> Response:
+    def speller() -> TokenSpeller:
+        return TokenSpeller(preparer.processors.get().tokenizer)  # this thread's copy of the tokenizer
+
+    async def submit(request: Request, schema: type[BaseModel], prepare):
+        """Read, validate and prepare a request, and queue its job: (request, prepared)."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise ApiError(
@@ -256,16 +163,31 @@ def create_app(
             raise overloaded_error(f"{preparing + batcher.queued} requests are waiting")
         preparing += 1  # counted until queued, so decoded images stay within max_queue x max_request_pixels
         try:
-            req = await asyncio.to_thread(parse_request, body)  # a multi-MB body must not hold up the event loop
+            req = await asyncio.to_thread(parse_request, body, schema)  # a multi-MB body must not block the loop
             del body
-            prep = await asyncio.to_thread(preparer.prepare, req)
+            prep = await asyncio.to_thread(prepare, req)
             batcher.submit(prep.job)
         finally:
             preparing -= 1
+        if prep.ignored:
+            log.debug("ignored request fields: %s", ", ".join(prep.ignored))
+        return req, prep
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    async def chat_completions(request: Request) -> Response:
+        req, prep = await submit(request, ChatCompletionRequest, preparer.prepare)
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
-            return _JobStream(stream_events(prep, name, usage), prep.job)
-        return await complete(request, prep, name)
+            return JobStream(chat_events(prep, name, usage, speller), prep.job, ignored_headers(prep))
+        return await chat_response(request, prep, name, speller)
+
+    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    async def completions(request: Request) -> Response:
+        req, prep = await submit(request, CompletionRequest, preparer.prepare_completion)
+        if req.stream:
+            usage = bool(req.stream_options and req.stream_options.include_usage)
+            return JobStream(completion_events(prep, name, usage, speller), prep.job, ignored_headers(prep))
+        return await completion_response(request, prep, name, speller)
 
     for route, (fname, mime) in STATIC.items():
         body = resources.files("scitune.serve").joinpath("static", fname).read_bytes()

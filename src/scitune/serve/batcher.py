@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from scitune.infer.engine import Completion, GenerationEngine, GenerationRequest
+from scitune.infer.engine import Completion, GenerationEngine, GenerationRequest, TokenLogprob
 from scitune.serve.schema import ApiError
 
 log = logging.getLogger(__name__)
@@ -25,20 +25,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Delta:
-    """New text of choice ``index`` (streamed jobs only)."""
+    """New text of choice ``index`` (streamed jobs only), with the entries of the tokens generated since the last
+    delta when the job asked for log-probabilities."""
 
     index: int
     text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    """The prompt's entries, on a choice's first delta (when the job asked for them)."""
 
 
 @dataclass
 class Finished:
-    """Choice ``index`` is complete: its whole text, why it ended, how many tokens it took."""
+    """Choice ``index`` is complete: its whole text, why it ended, how many tokens it took (and, when asked, the
+    entries of its tokens and of its prompt's)."""
 
     index: int
     text: str
     finish_reason: str
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @dataclass
@@ -78,9 +85,19 @@ class Job:
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
     stops: list[str] = field(default_factory=list)
     seed: int | None = None
     """Choice i samples with its own generator seeded ``seed + i`` (the same text whatever shares the batch)."""
+    more_prompts: list[list[int]] = field(default_factory=list)
+    """Further text-only prompts (``/v1/completions`` with a list): prompt p's choice i has index ``p * n + i``
+    (``input_ids`` is prompt 0), and seed ``seed + i`` whatever its place in the list."""
+    chat: bool = True
+    """A chat reply (template stops, stripped text); False = a raw completion (see `GenerationRequest.chat`)."""
+    logprobs: int | None = None
+    """Log-probabilities of the generated tokens with this many alternatives (None = none)."""
+    prompt_logprobs: int | None = None
+    """The same for the prompt's tokens (``echo`` with ``logprobs``)."""
     stream: bool = False
     deadline: float = math.inf
     """``time.monotonic()`` after which the job fails with a 408."""
@@ -90,6 +107,11 @@ class Job:
     loop: asyncio.AbstractEventLoop | None = None
     rows: list[GenerationRequest] = field(default_factory=list)
     """The engine requests of the ``n`` choices (made by `requests`)."""
+
+    @property
+    def choices(self) -> int:
+        """Choices in all: ``n`` per prompt."""
+        return self.n * (1 + len(self.more_prompts))
 
     def emit(self, event: Delta | Finished | Failed) -> None:
         """Hand ``event`` to the job's loop (safe from any thread)."""
@@ -107,32 +129,46 @@ class Job:
 
     def requests(self) -> list[GenerationRequest]:
         """One engine request per choice, whose callbacks emit this job's events."""
-        self.rows = [
-            GenerationRequest(
-                self.input_ids,
-                self.pixel_values,
-                self.image_grids,
-                max_new_tokens=self.max_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                stops=list(self.stops),
-                seed=None if self.seed is None else self.seed + i,
-                deadline=self.deadline,
-                on_delta=self._on_delta(i) if self.stream else None,
-                on_finish=self._on_finish(i),
-                cancelled=self.cancelled,
-            )
-            for i in range(self.n)
-        ]
+        self.rows = []
+        for p, ids in enumerate([self.input_ids, *self.more_prompts]):
+            for i in range(self.n):
+                row = GenerationRequest(
+                    ids,
+                    self.pixel_values if p == 0 else None,
+                    self.image_grids if p == 0 else None,
+                    max_new_tokens=self.max_tokens,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    top_k=self.top_k,
+                    stops=list(self.stops),
+                    chat=self.chat,
+                    logprobs=self.logprobs,
+                    prompt_logprobs=self.prompt_logprobs,
+                    seed=None if self.seed is None else self.seed + i,
+                    deadline=self.deadline,
+                    cancelled=self.cancelled,
+                )
+                row.on_delta = self._on_delta(p * self.n + i, row) if self.stream else None
+                row.on_finish = self._on_finish(p * self.n + i)
+                self.rows.append(row)
         return self.rows
 
-    def _on_delta(self, index: int):
-        return lambda text: self.emit(Delta(index, text))
+    def _on_delta(self, index: int, row: GenerationRequest):
+        sent, deltas = 0, 0  # entries of row.token_logprobs already in a delta; deltas so far
+
+        def delta(text: str) -> None:
+            # the engine's thread appends this step's entry, then calls this: no lock needed
+            nonlocal sent, deltas
+            new = row.token_logprobs[sent:]
+            sent, deltas = sent + len(new), deltas + 1
+            self.emit(Delta(index, text, new, row.prompt_token_logprobs if deltas == 1 else None))
+
+        return delta
 
     def _on_finish(self, index: int):
         def finish(c: Completion) -> None:
             if c.finish_reason in ("stop", "length"):
-                self.emit(Finished(index, c.text, c.finish_reason, c.completion_tokens))
+                self.emit(Finished(index, c.text, c.finish_reason, c.completion_tokens, c.logprobs, c.prompt_logprobs))
             elif c.finish_reason == "timeout":
                 self.emit(Failed(timeout_error()))
             elif c.finish_reason == "shutdown":

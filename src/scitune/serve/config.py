@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
+
+_CHECKPOINT_FOLDER = re.compile(r"final|step-\d+")
 
 
 @dataclass
@@ -22,8 +27,12 @@ class ServeConfig:
     allowed_hosts: list[str] = field(default_factory=list)
     """Host names the Host header may carry, against DNS rebinding (port ignored; '*' = any, '*.example.org' = its
     subdomains). Empty = --host plus localhost, 127.0.0.1 and ::1; any host when --host is a wildcard (0.0.0.0, ::)."""
+    served_model_name: str = ""
+    """Model id that clients send and /v1/models lists (default: the checkpoint folder's name, or for a training
+    run's folders the run's: runs/tiny-align/final -> tiny-align, .../checkpoints/step-000100 ->
+    tiny-align-step-000100)."""
     model_name: str = ""
-    """Model id that clients send and /v1/models lists (default: the checkpoint folder's name)."""
+    """Old name of --served_model_name (still accepted)."""
     api_key: str | None = None
     """If set, /v1/* requires 'Authorization: Bearer KEY' (default: the SCITUNE_API_KEY variable, if set)."""
     image_root: str | None = None
@@ -59,6 +68,8 @@ class ServeConfig:
     """Most pixels of all images of one request together, checked from the headers before decoding (400 above)."""
     max_n: int = 8
     """Largest ``n`` (choices per request)."""
+    max_prompts: int = 32
+    """Most prompts in one /v1/completions request (each gets ``n`` choices)."""
     default_max_tokens: int = 256
     """Completion length when a request gives no max_tokens (cut to what the context leaves)."""
     log_level: str = "info"
@@ -83,8 +94,26 @@ class ServeConfig:
             "--max_images": self.max_images >= 0,
             "--max_request_pixels": self.max_request_pixels > 0,
             "--max_n": self.max_n >= 1,
+            "--max_prompts": self.max_prompts >= 1,
             "--default_max_tokens": self.default_max_tokens >= 1,
         }
         bad = [flag for flag, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid serve settings: {', '.join(bad)} out of range")
+        if self.model_name and self.served_model_name and self.model_name != self.served_model_name:
+            raise ValueError("--model_name is the old name of --served_model_name: give one of them")
+
+    def served_name(self) -> str:
+        """The model id clients use: ``--served_model_name`` (or ``--model_name``), else `default_model_name`."""
+        return self.served_model_name or self.model_name or default_model_name(self.checkpoint)
+
+
+def default_model_name(checkpoint: str) -> str:
+    """A checkpoint's name: its folder's, or the run's for a folder named like the ones training writes ('final',
+    'step-000100'), so that every run's checkpoint is not called 'final'."""
+    path = Path(os.path.abspath(checkpoint)) if checkpoint else Path()
+    if _CHECKPOINT_FOLDER.fullmatch(path.name) and path.parent.name:
+        # runs/<run>/final and runs/<run>/checkpoints/step-N
+        parent = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return parent.name if path.name == "final" else f"{parent.name}-{path.name}"
+    return path.name or "scitune"

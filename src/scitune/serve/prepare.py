@@ -1,4 +1,5 @@
-"""Turn a validated chat-completions request into a `Job`: messages, images, tokens, limits (4xx when refused)."""
+"""Turn a validated chat-completions request into a `Job`: messages, images, tokens, limits (4xx when refused); the
+checks both endpoints share (model, ``n``, stops, ignored fields)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,11 +21,12 @@ from scitune.processor import Processor
 from scitune.serve.batcher import Job
 from scitune.serve.config import ServeConfig
 from scitune.serve.images import ImageLimits, load_rgb, open_image
-from scitune.serve.schema import ApiError, ChatCompletionRequest, ChatMessage
+from scitune.serve.schema import ApiError, ChatCompletionRequest, ChatMessage, CompletionRequest
 
 log = logging.getLogger(__name__)
 
 MAX_STOPS = 4
+"""Stop strings per chat request, as OpenAI allows."""
 
 
 def text_char_limit(tokenizer: Any, context: int | None) -> int:
@@ -88,6 +90,8 @@ class Prepared:
 
     job: Job
     prompt_tokens: int
+    ignored: list[str] = field(default_factory=list)
+    """Request fields set but ignored (the ``X-Scitune-Ignored`` header)."""
 
 
 class RequestPreparer:
@@ -101,29 +105,28 @@ class RequestPreparer:
         self.max_text_chars = cfg.max_text_chars or text_char_limit(processor.tokenizer, self.context)
         self.processors = ThreadCopies(processor)  # requests are prepared in several threads at once
 
-    def prepare(self, req: ChatCompletionRequest) -> Prepared:
-        """Validate ``req`` and build its `Job` (CPU work: call it off the event loop)."""
+    def check(self, req: ChatCompletionRequest | CompletionRequest, max_stops: int) -> list[str]:
+        """The checks both endpoints share (model, ``n``, stops); returns the stop strings."""
         if req.model != self.model_name:
+            # OpenAI's answer to an unknown model (404, model_not_found), naming the one served here, as vLLM does
             raise ApiError(
                 404,
-                f"model {req.model!r} is not served here; this server serves {self.model_name!r}",
+                f"The model `{req.model}` does not exist. This server serves `{self.model_name}`.",
                 "model_not_found",
                 "model",
-                type="not_found_error",
             )
-        unsupported = {
-            "presence_penalty": req.presence_penalty not in (None, 0),
-            "frequency_penalty": req.frequency_penalty not in (None, 0),
-            "logprobs": bool(req.logprobs),
-        }
-        for param, refused in unsupported.items():
-            if refused:
-                raise ApiError(400, f"{param} is not supported by this server", "unsupported_parameter", param)
         if req.n > self.cfg.max_n:
             raise ApiError(400, f"n must be at most {self.cfg.max_n}", "invalid_value", "n")
         stops = req.stop_list()
-        if len(stops) > MAX_STOPS:
-            raise ApiError(400, f"at most {MAX_STOPS} stop sequences are allowed", "invalid_value", "stop")
+        if len(stops) > max_stops:
+            raise ApiError(400, f"at most {max_stops} stop sequences are allowed", "invalid_value", "stop")
+        return stops
+
+    def prepare(self, req: ChatCompletionRequest) -> Prepared:
+        """Validate ``req`` and build its `Job` (CPU work: call it off the event loop)."""
+        stops = self.check(req, MAX_STOPS)
+        if req.top_logprobs and not req.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", "invalid_value", "top_logprobs")
         messages, urls = self._messages(req.messages)
         opened = [open_image(url, self.limits, param) for url, param in urls]  # headers only: sizes, no pixels
         pixels = sum(im.size[0] * im.size[1] for im in opened)
@@ -146,13 +149,13 @@ class RequestPreparer:
             seed=req.seed,
             n=req.n,
             max_tokens=max_tokens,
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
+            **req.sampling(),
             stops=stops,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             stream=req.stream,
             deadline=time.monotonic() + self.cfg.timeout_s,
         )
-        return Prepared(job, prompt_tokens)
+        return Prepared(job, prompt_tokens, req.ignored_fields())
 
     def _pixels(self, opened: list[Image.Image], params: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The pixel tensor of a request's images, (n_tiles, C, H, W), decoding one image at a time, and with AnyRes
@@ -174,35 +177,36 @@ class RequestPreparer:
             del image
         return torch.cat(parts), torch.cat(grids) if grids else None
 
-    def _max_tokens(self, req: ChatCompletionRequest, prompt_tokens: int) -> int:
+    def _max_tokens(self, req: ChatCompletionRequest | CompletionRequest, prompt_tokens: int) -> int:
         asked = req.completion_limit()
         room = self.context - prompt_tokens if self.context else math.inf
+        what = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
         if asked is None:
             if room < 1:
-                raise self._too_long(prompt_tokens, 1, "messages")
+                raise self._too_long(prompt_tokens, 1, what, what)
             return int(min(self.cfg.default_max_tokens, room))
         if asked > room:
-            raise self._too_long(prompt_tokens, asked, "max_tokens")
+            raise self._too_long(prompt_tokens, asked, "max_tokens", what)
         return asked
 
-    def _too_long(self, prompt_tokens: int, asked: int, param: str) -> ApiError:
+    def _too_long(self, prompt_tokens: int, asked: int, param: str, what: str = "messages") -> ApiError:
         return ApiError(
             400,
             f"This model's maximum context length is {self.context} tokens. However, you requested "
-            f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the completion). "
-            "Please reduce the length of the messages or completion.",
+            f"{prompt_tokens + asked} tokens ({prompt_tokens} in the {what}, {asked} in the completion). "
+            f"Please reduce the length of the {what} or completion.",
             "context_length_exceeded",
             param,
         )
 
-    def _too_much_text(self, chars: int) -> ApiError:
+    def _too_much_text(self, chars: int, what: str = "messages") -> ApiError:
         context = f"this model's context of {self.context} tokens" if self.context else "this server"
         return ApiError(
             400,
-            f"The messages hold at least {chars} characters of text, more than the {self.max_text_chars} that can fit "
-            f"in {context}. Please reduce the length of the messages.",
+            f"The {what} hold at least {chars} characters of text, more than the {self.max_text_chars} that can fit "
+            f"in {context}. Please reduce the length of the {what}.",
             "context_length_exceeded",
-            "messages",
+            what,
         )
 
     def _messages(self, msgs: list[ChatMessage]) -> tuple[list[Message], list[tuple[str, str]]]:

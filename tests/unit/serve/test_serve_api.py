@@ -161,7 +161,7 @@ BAD_REQUESTS = {
     # name: (body or callable, status, code)
     "unknown field": (_chat([{"role": "user", "content": "hi"}], frobnicate=1), 400, "unknown_field"),
     "wrong type": (_chat([{"role": "user", "content": "hi"}], max_tokens="5"), 400, "int_type"),
-    "penalty": (_chat([{"role": "user", "content": "hi"}], presence_penalty=0.5), 400, "unsupported_parameter"),
+    "penalty out of range": (_chat([{"role": "user", "content": "hi"}], presence_penalty=2.5), 400, "less_than_equal"),
     "bad role": (_chat([{"role": "robot", "content": "hi"}]), 400, "literal_error"),
     "no messages": (_chat([]), 400, "too_short"),
     "unknown model": ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404, "model_not_found"),

@@ -20,6 +20,7 @@ def test_help_lists_the_settings(capsys):
     out = capsys.readouterr().out
     for flag in ("--checkpoint", "--host", "--port", "--api_key", "--image_root", "--max_batch_size", "--timeout_s"):
         assert flag in out
+    assert "--served_model_name" in out and "/v1/completions" in out
     assert "127.0.0.1" in out
 
 
