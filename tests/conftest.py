@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # spinning threads fight each other (several times slower under load)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("SCITUNE_THREADS", "1")  # what every in-process `scitune` command sets
 # the base-weight hash cache of this test session, never the user's ~/.cache/scitune
 os.environ["SCITUNE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="scitune-test-cache-")
 

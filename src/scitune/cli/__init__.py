@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("scitune.cli.analyze", "representation analysis: embedding maps by label, Wu-Palmer similarity"),
 }
 
+OWN_THREADS_FLAG = ("demo", "serve")
+"""Commands whose config has a ``threads`` field; every other command takes ``--threads`` here."""
+
 
 def usage() -> str:
     from scitune import __version__
@@ -39,7 +42,8 @@ def usage() -> str:
     lines += [
         "",
         "Every command: flags with dashes or underscores (--max-steps = --max_steps), booleans --x / --no-x,",
-        "lists a,b; --debug shows the traceback of an error.",
+        "lists a,b; --debug shows the traceback of an error; --threads N sets torch's CPU threads",
+        "(default: the CPUs not already busy, from the load average; also $SCITUNE_THREADS).",
     ]
     return "\n".join(lines)
 
@@ -61,9 +65,20 @@ def main(argv: list[str] | None = None) -> int:
         hint = suggest(argv[0], set(COMMANDS))
         print(f"scitune: error: unknown command {argv[0]!r}{hint} (scitune --help lists the commands)", file=sys.stderr)
         return 2
+    from scitune import threads
+
+    threads.prepare_openmp()  # before torch is imported
+    rest, value = threads.split_threads_flag(argv[1:])
+    if argv[0] in OWN_THREADS_FLAG:
+        rest = argv[1:]  # the command's own --threads (kept in its config and report)
     from scitune.cli.common import setup_logging
     from scitune.cli.errors import run_guarded
 
     setup_logging()
+    try:
+        threads.configure(value)
+    except ValueError as e:
+        print(f"scitune {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return run_guarded(module.main, argv[1:], argv[0])
+    return run_guarded(module.main, rest, argv[0])

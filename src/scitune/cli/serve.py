@@ -28,13 +28,12 @@ def main(argv: list[str]) -> int:
     from scitune.extras import require
 
     require("scitune serve", "fastapi", "uvicorn")
-    import torch
 
     from scitune.loader import load
     from scitune.serve.app import create_app, make_server
+    from scitune.threads import configure
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    configure(cfg.threads)
     model, processor = load(cfg.checkpoint, device=cfg.device)
     try:
         make_server(create_app(model, processor, cfg), cfg).run()

@@ -25,8 +25,10 @@ class DemoConfig:
     truth; tesseract: OCR every figure and train on Tesseract's text (slow: ~0.4 s a figure); truth: no OCR."""
     seed: int = 0
     """Seed of the data and the models."""
-    threads: int = 0
-    """Torch CPU threads (0 = torch's default). On a busy machine 1 is often fastest for these tiny models."""
+    threads: int = 1
+    """Torch CPU threads. 1 (the default) is fastest for the micro models and gives the same numbers on a quiet or a
+    busy machine (a different thread count changes float sums, so the numbers move in the last digits and the
+    training drifts); 0 chooses from the CPUs not already busy."""
     progress: bool = True
     """Show progress bars."""
     overwrite: bool = False
@@ -65,6 +67,9 @@ class DemoSize:
     lm_mcq_dialogues: bool = False
     """Also pretrain the micro LM on the train MCQs as text-only dialogues (it then learns to answer them blind
     before stage 2 shows it the figures). Off: it reads the lectures and solutions as plain text only."""
+    letter_drills: int = 1
+    """Option-letter drills per train MCQ in the micro LM's corpus (`scitune.demo.steps.letter_drills`): a choice
+    drawn at random, then its letter; 0 = none."""
     image_size: int = 64
     """SciFig image side in pixels."""
     vocab_size: int = 1536

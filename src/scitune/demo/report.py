@@ -241,7 +241,7 @@ def write_report(demo: Demo, records: dict[str, Any]) -> Path:
     lines = [f"# scitune demo ({demo.cfg.size})", "",
              f"`scitune demo --out {out} --size {demo.cfg.size}{' --ablation' if demo.cfg.ablation else ''}` "
              f"· seed {demo.cfg.seed} · {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-             f"torch threads {demo.cfg.threads or 'default'} · load average now {load[0]:.1f}", "",
+             f"torch threads {getattr(demo, 'threads', demo.cfg.threads)} · load average now {load[0]:.1f}", "",
              f"Total step time {total:.0f} s (steps done earlier keep their first time).", "",
              "## Steps", ""]  # fmt: skip
     lines += _table(["step", "seconds", "summary"], [[k, r["seconds"], r["line"]] for k, r in records.items()])

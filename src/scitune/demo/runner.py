@@ -86,10 +86,9 @@ class Demo:
         from scitune.demo.report import write_report
 
         check_out_dir(self.out, MB_PER_TRAIN_FIGURE * self.size.n_train + 50, self.cfg.overwrite)
-        if self.cfg.threads > 0:
-            import torch
+        from scitune.threads import configure
 
-            torch.set_num_threads(self.cfg.threads)
+        self.threads = configure(self.cfg.threads)
         plan: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("1-data", lambda: steps.make_data(self)),
             ("2-tokenizer", lambda: steps.make_tokenizer(self)),

@@ -88,17 +88,26 @@ def hf_llava_config(model: VisionLanguageModel):
     from transformers import LlavaConfig
 
     _check_exportable(model)
+    return with_image_token(LlavaConfig(**llava_config_args(model)), model)
+
+
+def llava_config_args(model: VisionLanguageModel) -> dict[str, Any]:
+    """The arguments `LlavaConfig` and `LlavaNextConfig` share: the towers, the connector, the image features."""
     text = text_config(model)
-    cfg = LlavaConfig(
-        vision_config=model.vision.model.config.to_dict(),
-        text_config=text,
-        projector_hidden_act=connector.ACTIVATION[connector.connector_form(model.projector)],
-        vision_feature_layer=model.vision.feature_layer,
-        vision_feature_select_strategy=hf_select_strategy(model.vision.select, model.vision.has_cls),
-        multimodal_projector_bias=True,
-        image_seq_length=model.num_image_tokens,
-        tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
-    )
+    return {
+        "vision_config": model.vision.model.config.to_dict(),
+        "text_config": text,
+        "projector_hidden_act": connector.ACTIVATION[connector.connector_form(model.projector)],
+        "vision_feature_layer": model.vision.feature_layer,
+        "vision_feature_select_strategy": hf_select_strategy(model.vision.select, model.vision.has_cls),
+        "multimodal_projector_bias": True,
+        "image_seq_length": model.num_image_tokens,
+        "tie_word_embeddings": bool(text.get("tie_word_embeddings", False)),
+    }
+
+
+def with_image_token(cfg: Any, model: VisionLanguageModel) -> Any:
+    """``cfg`` with the image token under both names (``image_token_id`` in 5.x, ``image_token_index`` in 4.x)."""
     cfg.image_token_id = model.image_token_id
     cfg.image_token_index = model.image_token_id
     return cfg

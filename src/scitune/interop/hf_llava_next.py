@@ -9,15 +9,14 @@ from typing import Any
 
 import torch
 
-from scitune.interop import connector
 from scitune.interop.hf_llava import (
     check_exportable,
     hf_parts,
-    hf_select_strategy,
+    llava_config_args,
     load_hf_weights,
     load_projector,
     resolve_template,
-    text_config,
+    with_image_token,
 )
 from scitune.loader import Loaded
 from scitune.model.anyres import format_grid, grid_pinpoints, grids_from_pinpoints
@@ -63,21 +62,8 @@ def hf_llava_next_config(model: VisionLanguageModel):
     from transformers import LlavaNextConfig
 
     _check(model)
-    text = text_config(model)
-    cfg = LlavaNextConfig(
-        vision_config=model.vision.model.config.to_dict(),
-        text_config=text,
-        projector_hidden_act=connector.ACTIVATION[connector.connector_form(model.projector)],
-        vision_feature_layer=model.vision.feature_layer,
-        vision_feature_select_strategy=hf_select_strategy(model.vision.select, model.vision.has_cls),
-        multimodal_projector_bias=True,
-        image_grid_pinpoints=grid_pinpoints(model.anyres_grids, model.vision.image_size),
-        image_seq_length=model.num_image_tokens,
-        tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
-    )
-    cfg.image_token_id = model.image_token_id
-    cfg.image_token_index = model.image_token_id
-    return cfg
+    grids = grid_pinpoints(model.anyres_grids, model.vision.image_size)
+    return with_image_token(LlavaNextConfig(**llava_config_args(model), image_grid_pinpoints=grids), model)
 
 
 def to_hf_llava_next(model: VisionLanguageModel):

@@ -7,18 +7,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from scitune.serve.batcher import Delta, Failed, Finished, Job
 from scitune.serve.logprobs import LegacyLogprobs, TokenSpeller
 from scitune.serve.prepare import Prepared, RequestPreparer
-from scitune.serve.responses import gather, ignored_headers, next_event, sse, usage
+from scitune.serve.responses import gather, json_reply, next_event, sse, usage
 from scitune.serve.schema import (
     ApiError,
     CompletionChoice,
@@ -147,8 +146,7 @@ async def completion_response(
         body = TextCompletion(model=model, choices=choices, usage=usage(prep.prompt_tokens, list(done.values())))
         return body.model_dump()
 
-    body = await asyncio.to_thread(build) if prep.job.logprobs is not None else build()
-    return JSONResponse(body, headers=ignored_headers(prep))
+    return await json_reply(prep, build)
 
 
 async def completion_events(

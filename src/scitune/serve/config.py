@@ -19,7 +19,7 @@ class ServeConfig:
     device: str = "cpu"
     """cpu, cuda, cuda:1, ..."""
     threads: int = 0
-    """CPU threads for torch's operators (0 = torch's default); 1 is often fastest for small models on busy CPUs."""
+    """CPU threads for torch's operators (0 = the CPUs not already busy, or $SCITUNE_THREADS)."""
     host: str = "127.0.0.1"
     """Address to bind; anything but loopback exposes the model to the network (a warning is logged)."""
     port: int = 8000

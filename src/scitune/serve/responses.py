@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -93,7 +94,12 @@ async def chat_response(request: Request, prep: Prepared, model: str, speller: C
         body = ChatCompletion(model=model, choices=choices, usage=usage(prep.prompt_tokens, list(done.values())))
         return body.model_dump()
 
-    # spelling a long answer's tokens decodes each one: off the event loop
+    return await json_reply(prep, build)
+
+
+async def json_reply(prep: Any, build: Callable[[], dict]) -> Response:
+    """The response ``build`` makes, with the ignored-fields header; built off the event loop when it spells
+    log-probabilities (decoding each token of a long answer)."""
     body = await asyncio.to_thread(build) if prep.job.logprobs is not None else build()
     return JSONResponse(body, headers=ignored_headers(prep))
 
