@@ -22,10 +22,20 @@ EXTRA_OF = {
     "umap": "analysis",
     "deepspeed": "deepspeed",
     "spacy": "data",
+    "markdown": "eval",
+    "pyarrow": "data",
+    "timm": "limber",
+    "open_clip": "limber",
+    "imagecorruptions": "corruptions",
 }
 """Import name -> the scitune extra that installs it (``pip install 'scitune[EXTRA]'``; ``scitune[all]`` has all).
 Modules outside every extra (``rouge``, ``sentence_transformers``) are named by their pip name instead."""
-_PIP_NAME = {"sklearn": "scikit-learn", "umap": "umap-learn", "sentence_transformers": "sentence-transformers"}
+_PIP_NAME = {
+    "sklearn": "scikit-learn",
+    "umap": "umap-learn",
+    "sentence_transformers": "sentence-transformers",
+    "open_clip": "open_clip_torch",
+}
 
 
 class MissingExtra(ImportError):

@@ -32,7 +32,12 @@ def test_preset_builds_with_tiny_overrides(name, tiny_base, tmp_path):
     model, _ = build(tiny.model, tiny.data.template)
     want_tokens = tiny.model.projector.num_tokens or (1 if tiny.model.vision.select == "pooled" else 16)
     assert model.num_image_tokens == want_tokens
-    names = {"linear": "LinearProjector", "mlp2x-gelu": "MlpProjector", "linear-prefix": "LinearPrefixProjector"}
+    names = {
+        "linear": "LinearProjector",
+        "mlp2x-gelu": "MlpProjector",
+        "linear-prefix": "LinearPrefixProjector",
+        "linear-ln": "LinearNormProjector",
+    }
     assert type(model.projector).__name__ == names[tiny.model.projector.name]
     assert (model.adapters is not None) == bool(tiny.model.adapter.name)
 

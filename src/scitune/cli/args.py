@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
@@ -35,8 +36,9 @@ def _kind(action: argparse.Action) -> str:
         parts = {hint, *get_args(hint)}
         if bool in parts:
             return "bool"
-        if any(get_origin(h) in (list, tuple) or h in (list, tuple) for h in parts):
-            return "list"
+        text_too = get_origin(hint) in (Union, UnionType) and str in get_args(hint)
+        if not text_too and any(get_origin(h) in (list, tuple) or h in (list, tuple) for h in parts):
+            return "list"  # (a str-or-list option, e.g. --data.train, takes its value as typed)
     return "value"
 
 

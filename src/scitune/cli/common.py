@@ -75,5 +75,14 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def instantiate(p: ArgumentParser, ns):
-    """Instantiate dataclass groups of a parsed namespace (jsonargparse renamed this method in 4.49)."""
-    return p.instantiate(ns) if hasattr(p, "instantiate") else p.instantiate_classes(ns)
+    """Instantiate dataclass groups of a parsed namespace (jsonargparse renamed this method in 4.49). A union option
+    (``--data.train``) whose value failed one of scitune's own checks raises that check's message alone."""
+    import re
+
+    try:
+        return p.instantiate(ns) if hasattr(p, "instantiate") else p.instantiate_classes(ns)
+    except ValueError as e:
+        ours = re.search(r"^\s*- (--[a-z_.]+ .*)$", str(e), re.M) if "Union subtypes" in str(e) else None
+        if ours:
+            raise ValueError(ours.group(1)) from None
+        raise

@@ -11,6 +11,7 @@ from typing import Any
 from jsonargparse import ArgumentParser
 
 from scitune.cli.common import fail, instantiate, parser, preset_argv
+from scitune.cli.download import download, download_parser
 
 DESCRIPTION = """Data tools.
 
@@ -20,6 +21,7 @@ DESCRIPTION = """Data tools.
   scitune data scifig   --n 2000 --out scifig/ --seed 0 --preview
   scitune data ocr      --data scifig/scicap/test.jsonl --image_root scifig --out test_ocr.jsonl
   scitune data cache-features --config scitune-llama-7b/align --data.train scicap_CTOM.jsonl --out cache/
+  scitune data download scienceqa --out data/scienceqa   (--dry_run: only say what; offline: says what to do)
   scitune data generate-instructions --data scifig/scicap/train.jsonl --out instruct.jsonl \
       --llm_url http://127.0.0.1:8000/v1 --llm_model gpt-4 --types conversation,detail,complex --workers 4"""
 
@@ -215,6 +217,9 @@ def _cache(args: Any) -> int:
 
     if not args.data.train:
         return fail("--data.train is required: the records whose images to encode")
+    if not isinstance(args.data.train, str) or args.data.train.endswith((".yaml", ".yml")):
+        return fail("--data.train: cache-features takes one record file, not a mixture; pass a run's drawn "
+                    "mixture/train.jsonl with --data.image_root set to the image_root in its mixture.json")  # fmt: skip
     from scitune.outputs import claim_output_folder
 
     claim_output_folder(args.out, "feature-cache", ("*.safetensors", "*.json"), args.overwrite)
@@ -293,6 +298,7 @@ ACTIONS: dict[str, tuple[Callable[[], ArgumentParser], Callable[[Any], int], str
     "ocr": (_ocr_parser, _ocr, "fill the OCR field with Tesseract and report the character error rate"),
     "cache-features": (_cache_parser, _cache, "store the frozen vision encoder's features for the align stage"),
     "generate-instructions": (_instruct_parser, _instruct, "LLM-written conversation/detail/reasoning data (LLaVA)"),
+    "download": (download_parser, download, "fetch a public release (ScienceQA, LLaVA, COCO/Flickr30k Karpathy, ...)"),
 }
 
 

@@ -14,6 +14,9 @@ DESCRIPTION = """Evaluate a checkpoint on a benchmark, or score predictions made
   scitune eval scienceqa --checkpoint runs/ft/final --data ScienceQA/data/scienceqa --split test
   scitune eval scienceqa --predictions answers.jsonl --data problems.json --split val --out eval/sqa
   scitune eval truthfulqa-mc --checkpoint runs/ft/final --data mc_task.json --compare-base
+  scitune eval truthfulqa-gen --llm meta-llama/Llama-2-7b-hf --data TruthfulQA.csv --out eval/tqa-gen
+  scitune eval scienceqa --checkpoint runs/ft/final --data ScienceQA/data/scienceqa --blind   # + blank-image run
+  scitune eval mscoco-c --base captioning --data dataset_coco.json --checkpoint runs/ft/final --out eval/coco-c
   scitune eval report eval/sqa-a eval/sqa-b --out eval/compare
   scitune eval ensemble --a llava.jsonl --b gpt4.jsonl --mode complement --data problems.json --split test \\
       --out eval/sqa-ensemble [--judge-url http://host/v1 --judge-model gpt-4]

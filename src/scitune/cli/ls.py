@@ -7,6 +7,7 @@ from scitune.cli.common import parser
 
 def registries() -> dict:
     from scitune.config.io import PRESETS
+    from scitune.data.mixture import TRANSFORMS
     from scitune.data.templates import CHAT_TEMPLATES
     from scitune.eval import BENCHMARKS
     from scitune.model import LLMS, PROJECTORS, VISION_ENCODERS
@@ -18,6 +19,7 @@ def registries() -> dict:
         "llms": LLMS,
         "templates": CHAT_TEMPLATES,
         "converters": CONVERTERS,
+        "data-transforms": TRANSFORMS,
         "presets": PRESETS,
         "benchmarks": BENCHMARKS,
     }

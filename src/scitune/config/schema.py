@@ -30,6 +30,9 @@ class VisionConfig:
     """Tokens to keep: patch tokens, CLS + patch tokens, or one pooled vector per image (LiMBeR's ResNet/CLIP)."""
     trainable: bool = False
     """Train the vision encoder too (align and finetune keep it frozen by default; full-finetune always trains it)."""
+    random_init: bool = False
+    """Keep the encoder's architecture and image processing but start from freshly initialised weights (seed 0)
+    instead of the pretrained ones: LiMBeR's "Random" baselines (NFRN50 Random, BEiT Random)."""
     anyres: list[str] = field(default_factory=list)
     """AnyRes tiling (LLaVA-NeXT): candidate grids ROWSxCOLS, e.g. [1x1,1x2,2x1,2x2]; each image is cut into the
     best-fitting grid of encoder-sized tiles plus one overview, so it takes (rows*cols+1) x the tokens of one tile.
@@ -52,7 +55,8 @@ class ProjectorConfig:
     """The connector from vision features to LLM embeddings."""
 
     name: str = "linear"
-    """Projector registry key: linear (SciTune, LLaVA-1, LiMBeR), mlp2x-gelu (LLaVA-1.5), linear-prefix, identity."""
+    """Projector registry key: linear (SciTune, LLaVA-1, LiMBeR), mlp2x-gelu (LLaVA-1.5), linear-prefix, identity,
+    linear-ln (MAGMA's image prefix: linear then LayerNorm)."""
     num_tokens: int = 0
     """linear-prefix only: image tokens each pooled image vector becomes (LiMBeR's k)."""
 
@@ -62,7 +66,10 @@ class AdapterConfig:
     """MAGMA bottleneck adapters inside the frozen LM's blocks."""
 
     name: str | None = None
-    """Adapter registry key: magma (after attention and MLP), magma-mlp; empty = no adapters."""
+    """Adapter registry key: magma / magma-mlp / magma-attn = sequential bottleneck adapters
+    after attention and MLP / MLP only (MAGMA_v1) / attention only; parallel[-mlp|-attn] = He et al.'s parallel
+    adapters (on the block's input, added to its output); scaled-parallel[-mlp|-attn] = the same times a learned
+    scale s; empty = no adapters."""
     downsample_factor: int = 4
     """Hidden width of each adapter = LM width / this."""
 
@@ -99,11 +106,72 @@ class ModelConfig:
 
 
 @dataclass
+class DataSource:
+    """One source of a training-data mixture (`scitune.data.mixture`)."""
+
+    path: str = ""
+    """The source file."""
+    format: str = "records"
+    """How to read it: records (canonical JSONL or LLaVA .json list, as a single --data.train file) or a converter
+    that has a reader (alpaca, openorca; `scitune ls converters`)."""
+    image_root: str | None = None
+    """Folder that this source's relative image paths are resolved against; empty = --data.image_root, else the
+    file's folder."""
+    name: str | None = None
+    """Name of the source in the run folder's mixture files and record ids (``name/id``); empty = the file's stem."""
+    count: int | None = None
+    """Records to draw (seeded, without repeats; see ``upsample``); empty = all (or ``fraction``)."""
+    fraction: float | None = None
+    """Fraction of the records to draw, in (0, 1] (rounded to the nearest count); not with ``count``."""
+    upsample: bool = False
+    """A ``count`` above the source's size repeats every record as often as it fits and draws the rest (an error
+    otherwise)."""
+    transforms: list[str] = field(default_factory=list)
+    """Named transforms applied in order before sampling (`scitune ls data-transforms`): strip-images,
+    llava-group-conversation, llava-group-detail, llava-group-complex-reasoning."""
+
+    def __post_init__(self) -> None:
+        where = f"--data.train source {self.name or self.path!r}"
+        require(bool(self.path), where, "needs a 'path'")
+        require(self.count is None or self.count >= 1, where, f"count must be >= 1, got {self.count}")
+        require(
+            self.fraction is None or 0.0 < self.fraction <= 1.0,
+            where,
+            f"fraction must be in (0, 1], got {self.fraction}",
+        )
+        require(self.count is None or self.fraction is None, where, "give count or fraction, not both")
+        self.transforms = list(self.transforms)
+
+
+def data_sources(value: object) -> list[DataSource]:
+    """``--data.train`` given as a list: each item a `DataSource` or a mapping of its fields (an unknown key is an
+    error naming it)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(DataSource)}
+    out = []
+    for i, item in enumerate(value):  # type: ignore[attr-defined]
+        if isinstance(item, DataSource):
+            out.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise ValueError(f"--data.train: source {i} must be a mapping with a 'path', got {item!r:.60}")
+        unknown = sorted(set(item) - known)
+        require(not unknown, f"--data.train source {i}", f"unknown key(s) {unknown} (known: {sorted(known)})")
+        out.append(DataSource(**item))
+    return out
+
+
+@dataclass
 class DataConfig:
     """Training data."""
 
-    train: str | None = None
-    """Canonical JSONL (or LLaVA .json list) of training records."""
+    train: list[DataSource] | str | None = None
+    """Canonical JSONL (or LLaVA .json list) of training records; or a mixture: a list of sources (path, format,
+    image_root, count or fraction, transforms), inline in the config or as a .yaml file of that list
+    (docs/data.md)."""
+    sample_seed: int = 0
+    """Seed of a mixture's sampling (counts, fractions): the same seed draws the same records."""
     image_root: str | None = None
     """Folder that relative image paths are resolved against; empty = the data file's folder."""
     template: str = "scitune"
@@ -134,6 +202,15 @@ class DataConfig:
     skipped records pass this fraction of the data."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, str) and self.train.lstrip().startswith("["):  # an inline list that did not parse
+            import yaml
+
+            try:
+                self.train = yaml.safe_load(self.train)
+            except yaml.YAMLError as e:
+                raise ValueError(f"--data.train: not a valid YAML list of sources: {str(e).splitlines()[0]}") from None
+        if isinstance(self.train, (list, tuple)):
+            self.train = data_sources(self.train)
         require(self.max_length >= 1, "--data.max_length", f"must be >= 1, got {self.max_length}")
         require(self.num_workers >= 0, "--data.num_workers", f"must be >= 0, got {self.num_workers}")
         require(

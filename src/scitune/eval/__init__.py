@@ -2,6 +2,7 @@
 
 from scitune.eval import (
     captioning,
+    corruptions,
     ethics,
     figure_type,
     llava_bench,
@@ -10,6 +11,8 @@ from scitune.eval import (
     scienceqa_benchmark,
     scifig_mcq,
     truthfulqa,
+    truthfulqa_gen,
+    unicorn,
     vqa,
 )
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example
@@ -20,6 +23,7 @@ __all__ = [
     "EvalOptions",
     "Example",
     "captioning",
+    "corruptions",
     "ethics",
     "figure_type",
     "llava_bench",
@@ -28,5 +32,7 @@ __all__ = [
     "scienceqa_benchmark",
     "scifig_mcq",
     "truthfulqa",
+    "truthfulqa_gen",
+    "unicorn",
     "vqa",
 ]

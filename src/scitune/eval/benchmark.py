@@ -108,7 +108,8 @@ class Benchmark:
 
     name: ClassVar[str] = ""
     mode: ClassVar[str] = "generate"
-    """``generate`` (the model writes an answer) or ``loglik`` (the model scores ``Example.choices``)."""
+    """``generate`` (the model writes an answer), ``loglik`` (the model scores ``Example.choices``) or ``complete``
+    (a text-only benchmark's LLM continues the raw text, through the class's ``predict_text``)."""
     Options: ClassVar[type[EvalOptions]] = EvalOptions
     requires: ClassVar[tuple[str, ...]] = ()
     """Modules the benchmark cannot score without (checked through `scitune.extras.require` before any work)."""

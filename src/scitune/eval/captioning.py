@@ -1,6 +1,7 @@
 """The ``caption`` benchmark (SciTune §3.1.2, Table 2): the first generated sentence against the reference caption,
 scored with BLEU (Google-BLEU as SciTune, plus sacreBLEU corpus BLEU), ROUGE-L and CIDEr-D (pycocoevalcap), and with
---clip CLIPScore / RefCLIPScore, on SciCap-style records, VisText and SciFig."""
+--clip CLIPScore / RefCLIPScore, on SciCap-style records, VisText and SciFig; and the ``captioning`` benchmark: COCO,
+Flickr30k, NoCaps (per domain) and LLaVA caption sets scored with pycocoevalcap's BLEU-1..4, METEOR, ROUGE-L, CIDEr."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, 
 from scitune.eval.figure_type import FIGURE_TYPES, SCITUNE_QUESTION, scicap_examples
 from scitune.eval.metrics import first_sentence, google_bleu, mean_std, rouge_l, sacrebleu_corpus
 from scitune.io import read_json
+from scitune.sources.converters.caption_sets import CAPTION_QUESTION
 
-__all__ = ["CaptionBenchmark", "CaptionOptions", "cider_d", "coco_tokenize", "strip_figure_type"]
+__all__ = [
+    "CaptionBenchmark",
+    "CaptionOptions",
+    "CaptioningBenchmark",
+    "CaptioningOptions",
+    "cider_d",
+    "coco_tokenize",
+    "strip_figure_type",
+]
 
 # pycocoevalcap's PTBTokenizer drops these tokens after tokenizing
 _COCO_PUNCT = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
@@ -231,3 +241,139 @@ class CaptionBenchmark(Benchmark):
 def _pm(stats: dict[str, float | None]) -> str:
     mean, std = stats["mean"], stats["std"]
     return "-" if mean is None else f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# `captioning`: COCO / Flickr30k (Karpathy), NoCaps and LLaVA caption sets, scored with pycocoevalcap
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class CaptioningOptions(EvalOptions):
+    """Captioning as the COCO caption papers score it: --data a Karpathy split file (dataset_coco.json,
+    dataset_flickr30k.json; --split), NoCaps' nocaps_val_4500_captions.json (scored per domain), COCO's
+    captions_val2014.json, LLaVA's chat.json (CC3M-595K) or caption records ({"id", "image", "caption(s)"})."""
+
+    image_root: str | None = None
+    """Image folder; default: the layout's usual places beside the data file (e.g. <dir>/val2014 via the Karpathy
+    filepath, <dir>/flickr30k-images, <dir>/validation for NoCaps, <dir>/images for LLaVA)."""
+    split: str | None = None
+    """Karpathy split(s), comma-separated (default test); other layouts are one split per file."""
+    prompt: str = CAPTION_QUESTION
+    """The instruction asked with each image (LLaVA-1.5's caption prompt by default)."""
+    caption: str = "full"
+    """What of the generated text is the caption: full (stripped) or first-sentence."""
+    tokenizer: str = "auto"
+    """auto (pycocoevalcap's Java PTBTokenizer where java exists, else simple), ptb, or simple (pure Python)."""
+    meteor: str = "auto"
+    """METEOR: auto (where java exists; left out with the reason otherwise), on (java required) or off."""
+    spice: bool = False
+    """Also SPICE (java and SPICE's Stanford CoreNLP jars required; never downloaded)."""
+
+
+_SUMMARY_NAMES = {"Bleu_1": "bleu_1", "Bleu_2": "bleu_2", "Bleu_3": "bleu_3", "Bleu_4": "bleu_4",
+                  "METEOR": "meteor", "ROUGE_L": "rouge_l", "CIDEr": "cider", "SPICE": "spice"}  # fmt: skip
+
+
+@BENCHMARKS.register("captioning")
+class CaptioningBenchmark(Benchmark):
+    """Image captioning (COCO, Flickr30k, NoCaps, CC3M): BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap)."""
+
+    name = "captioning"
+    mode = "generate"
+    Options = CaptioningOptions
+    requires = ("pycocoevalcap",)
+    opts: CaptioningOptions
+
+    def examples(self) -> list[Example]:
+        from scitune.sources.converters.caption_sets import read_caption_set
+
+        if self.opts.caption not in ("full", "first-sentence"):
+            raise ValueError(f"--caption must be full or first-sentence, got {self.opts.caption!r}")
+        cs = read_caption_set(self.opts.data, self.opts.split)
+        self.layout = cs.layout
+        roots = [Path(self.opts.image_root)] if self.opts.image_root else cs.image_roots
+        return [Example(it.id, self.opts.prompt, [resolve_image(it.image, roots)], target=it.references,
+                        meta={k: v for k, v in it.meta.items() if k in ("domain", "split")})
+                for it in cs.items]  # fmt: skip
+
+    def prompt_text(self, example: Example) -> str:
+        return f"{example.text}\n<image>"
+
+    def read_predictions(self, path: Any, examples: list[Example]) -> Any:
+        """Also reads a COCO caption result file: a JSON list of ``{"image_id", "caption"}``."""
+        from scitune.eval.benchmark import PredictionSet
+        from scitune.io import check_input_file
+
+        raw = read_json(check_input_file(path, "predictions file")) if str(path).endswith(".json") else None
+        if not (isinstance(raw, list) and raw and isinstance(raw[0], dict) and "image_id" in raw[0]):
+            return super().read_predictions(path, examples)
+        pset = PredictionSet()
+        for i, rec in enumerate(raw):
+            if not isinstance(rec, dict) or "image_id" not in rec or not isinstance(rec.get("caption"), str):
+                pset.malformed.append(f"{path}: record #{i}: needs 'image_id' and a 'caption' string")
+                continue
+            key = str(rec["image_id"])
+            if key in pset.records:
+                pset.duplicates.append(key)
+            pset.records[key] = {"text": rec["caption"]}
+        return pset
+
+    def caption_of(self, text: str) -> str:
+        """The caption scored: the generation stripped, or its first sentence (--caption first-sentence)."""
+        return first_sentence(text) if self.opts.caption == "first-sentence" else text.strip()
+
+    def score(self, examples: list[Example], predictions: dict[str, dict[str, Any]], ctx: ScoreContext) -> dict:
+        from scitune.eval.coco_caption import score_by_group, score_captions
+        from scitune.sources.converters.nocaps import DOMAINS
+
+        hyps = {e.id: self.caption_of(predictions[e.id].get("text", "")) for e in examples if e.id in predictions}
+        refs = {e.id: list(e.target) for e in examples}
+        options = {"tokenizer": self.opts.tokenizer, "meteor": self.opts.meteor, "spice": self.opts.spice}
+        domains = {e.id: e.meta["domain"] for e in examples if "domain" in e.meta}
+        if domains:
+            by_group = score_by_group(hyps, refs, domains, DOMAINS, **options)
+            overall = by_group["overall"]
+        else:
+            by_group, overall = {}, score_captions(hyps, refs, **options)
+        summary = {_SUMMARY_NAMES[k]: (None if v is None else 100 * v) for k, v in overall["scores"].items()}
+        for group, res in by_group.items():
+            if group != "overall":
+                summary[f"{group}/cider"] = 100 * res["scores"]["CIDEr"]
+        results: dict[str, Any] = {
+            "summary": summary,
+            "data_format": getattr(self, "layout", ""),
+            "count": len(refs),
+            "scores": overall["scores"],
+            "tokenizer": overall["tokenizer"],
+            "skipped": overall["skipped"],
+            "per_caption": {_SUMMARY_NAMES[k]: [v.get(e.id) for e in examples] for k, v in overall["per_item"].items()},
+            "samples": [{"id": e.id, "caption": hyps.get(e.id, ""), "references": e.target[:3]} for e in examples[:5]],
+        }
+        if by_group:
+            results["domains"] = {g: {"count": r["count"], **r["scores"]} for g, r in by_group.items()}
+        return results
+
+    def report(self, results: dict[str, Any]) -> str:
+        from scitune.eval.report import md_table
+
+        names = [k for k in _SUMMARY_NAMES if k in results["scores"]]
+        head = ["", *[k.replace("Bleu_", "BLEU-").replace("ROUGE_L", "ROUGE-L") for k in names]]
+        groups = results.get("domains") or {"all": {"count": results["count"], **results["scores"]}}
+        rows = [[f"{g} ({r['count']})", *[None if r.get(k) is None else 100 * r[k] for k in names]]
+                for g, r in groups.items()]  # fmt: skip
+        text = (f"{results['count']} images ({results['data_format']}); pycocoevalcap scores x100, tokens: "
+                f"{results['tokenizer']} tokenizer.\n\n" + md_table(head, rows, 1))  # fmt: skip
+        for metric, reason in results["skipped"].items():
+            text += f"\n{metric} left out: {reason}.\n"
+        samples = [[x["id"], x["caption"], " / ".join(x["references"])] for x in results["samples"]]
+        return text + "\n### Samples\n\n" + md_table(["id", "generated caption", "references"], samples)
+
+    def plots(self, results: dict[str, Any], out_dir: Path) -> list[str]:
+        from scitune.eval.plots import bar_chart
+
+        groups = results.get("domains")
+        if not groups:
+            return []
+        names = [k for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE") if results["scores"].get(k) is not None]
+        series = {_SUMMARY_NAMES[k]: [100 * groups[g][k] for g in groups] for k in names}
+        bar_chart(out_dir / "domains.png", list(groups), series, title="NoCaps by domain", ylabel="score x100")
+        return ["domains.png"]

@@ -133,7 +133,7 @@ def _model_config(bench: Benchmark, source: str) -> dict[str, Any]:
     if opts.dtype and kind != "predictions":
         args += f",dtype={opts.dtype}"
     gen = None
-    if bench.mode == "generate":
+    if bench.mode != "loglik":  # generate, or complete (raw-text generation)
         gen = {"max_new_tokens": opts.max_new_tokens, "temperature": float(getattr(opts, "temperature", 0.0))}
     seed = getattr(opts, "seed", None)
     return {"model": model, "model_args": args, **{k: getattr(opts, k) for k in _CONFIG_KEYS}, "batch_sizes": [],
@@ -152,7 +152,7 @@ def _task_config(bench: Benchmark, task: str, metrics: list[str], hib: dict[str,
     from scitune import __version__
 
     opts = bench.opts
-    output_type = "generate_until" if bench.mode == "generate" else "multiple_choice"
+    output_type = "multiple_choice" if bench.mode == "loglik" else "generate_until"
     config: dict[str, Any] = {
         "task": task,
         "dataset_path": opts.data,
@@ -161,7 +161,7 @@ def _task_config(bench: Benchmark, task: str, metrics: list[str], hib: dict[str,
         "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": hib[m]} for m in metrics],
         "metadata": {"version": __version__, "scitune_options": asdict(opts)},
     }
-    if bench.mode == "generate":
+    if bench.mode != "loglik":
         config["generation_kwargs"] = {"max_new_tokens": opts.max_new_tokens, "do_sample": False}
     return config
 

@@ -1,5 +1,6 @@
 """POPE object-hallucination benchmark (random / popular / adversarial): yes/no extraction and accuracy, precision,
-recall, F1 and yes-ratio exactly as POPE's ``evaluate.py`` and LLaVA's ``eval_pope.py`` compute them."""
+recall, F1 and yes-ratio exactly as POPE's ``evaluate.py`` and LLaVA's ``eval_pope.py`` compute them; POPE's own
+question files or LLaVA's combined question file (split by its ``category``), and the ``--blind`` baseline."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, ScoreContext, resolve_image
+from scitune.eval.blind import with_blind
 from scitune.io import DataError, iter_jsonl
 
 __all__ = ["PopeBenchmark", "PopeOptions", "pope_answer", "score_pope"]
@@ -69,10 +71,52 @@ def score_pope(labels: Sequence[str], answers: Sequence[str | None]) -> dict[str
     }  # fmt: skip
 
 
+def _label_index(folder: Path, category: str, cache: dict[str, dict[tuple[str, str], str]]) -> dict:
+    """(image, text) -> label of POPE's ``coco_pope_<category>.json`` in ``folder`` (read once per category)."""
+    if category not in cache:
+        path = folder / f"coco_pope_{category}.json"
+        if not path.is_file():
+            raise DataError(f"{path}: POPE label file of category {category!r} not found (see --labels)")
+        index: dict[tuple[str, str], str] = {}
+        for lineno, q in iter_jsonl(path):
+            if not all(k in q for k in ("image", "text", "label")):
+                raise DataError(f"{path}:{lineno}: a POPE label record needs image, text and label")
+            index[(q["image"], q["text"])] = q["label"]
+        cache[category] = index
+    return cache[category]
+
+
+def combined_questions(path: Path, labels: Path) -> list[dict[str, Any]]:
+    """LLaVA's combined POPE question file (``llava_pope_test.jsonl``: question_id, image, text, category a line) with
+    each question's label: its own ``label`` field, else the label of the same image and question in POPE's
+    ``labels/coco_pope_<category>.json`` (LLaVA's ``--annotation-dir``; LLaVA's eval_pope.py pairs them by position
+    within a category, which is the same pairing when the files are unchanged). Raises DataError naming the line."""
+    out, cache, seen = [], {}, set()
+    for lineno, q in iter_jsonl(path):
+        if not all(k in q for k in ("question_id", "image", "text", "category")):
+            raise DataError(f"{path}:{lineno}: a combined POPE question needs question_id, image, text and category")
+        if str(q["question_id"]) in seen:
+            raise DataError(f"{path}:{lineno}: question_id {q['question_id']!r} repeats (answers could not be matched)")
+        seen.add(str(q["question_id"]))
+        label = q.get("label")
+        if label is None:
+            text = q["text"]
+            index = _label_index(labels, str(q["category"]), cache)
+            # LLaVA appends its answer-format line to POPE's question: the label file has the bare question
+            label = index.get((q["image"], text), index.get((q["image"], text.split("\n")[0])))
+            if label is None:
+                raise DataError(
+                    f"{path}:{lineno}: no label for this image and question in coco_pope_{q['category']}.json"
+                )
+        out.append({**q, "label": label})
+    return out
+
+
 @dataclass
 class PopeOptions(EvalOptions):
-    """POPE: --data a folder of coco_pope_<split>.json question files (JSONL: question_id, image, text, label) or one
-    such file; images from --image_root (MSCOCO val2014)."""
+    """POPE: --data a folder of coco_pope_<split>.json question files (JSONL: question_id, image, text, label), one
+    such file, or LLaVA's combined llava_pope_test.jsonl (question_id, image, text, category; labels from --labels);
+    images from --image_root (MSCOCO val2014)."""
 
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
     """Splits to evaluate when --data is a folder (files coco_pope_<split>.json)."""
@@ -80,9 +124,15 @@ class PopeOptions(EvalOptions):
     """Folder of the COCO images the questions name; default <data>/val2014."""
     prompt_suffix: str = ""
     """Appended to each question, e.g. LLaVA-1.5's "\\nAnswer the question using a single word or phrase."."""
+    labels: str | None = None
+    """For LLaVA's combined question file: the folder of POPE's coco_pope_<category>.json label files (LLaVA's
+    --annotation-dir); default: the question file's folder, then its coco/ subfolder."""
+    blind: bool = False
+    """Also run the blind baseline (every image replaced by a white image of its size), reported beside."""
 
 
 @BENCHMARKS.register("pope")
+@with_blind
 class PopeBenchmark(Benchmark):
     """POPE: accuracy, precision, recall, F1 and yes-ratio per split (yes = positive)."""
 
@@ -102,10 +152,32 @@ class PopeBenchmark(Benchmark):
             raise DataError(f"{src}: POPE question file(s) not found: {', '.join(absent)}")
         return files
 
+    def _combined(self) -> list[dict[str, Any]] | None:
+        """The questions of a combined file (a --data file whose first record has a ``category``), else None."""
+        src = Path(self.opts.data)
+        if not src.is_file():
+            return None
+        first = next(iter(iter_jsonl(src)), (0, {}))[1]
+        if "category" not in first:
+            return None
+        if self.opts.labels:
+            labels = Path(self.opts.labels)
+        else:
+            labels = next((d for d in (src.parent, src.parent / "coco") if any(d.glob("coco_pope_*.json"))), src.parent)
+        return combined_questions(src, labels)
+
     def examples(self) -> list[Example]:
-        files = self._files()
         base = Path(self.opts.data) if Path(self.opts.data).is_dir() else Path(self.opts.data).parent
         roots = [Path(self.opts.image_root)] if self.opts.image_root else [base / "val2014", base]
+        combined = self._combined()
+        if combined is not None:
+            out = [Example(f"{q['category']}/{q['question_id']}", q["text"] + self.opts.prompt_suffix,
+                           [resolve_image(q["image"], roots)], target=q["label"], meta={"split": q["category"]})
+                   for q in combined]  # fmt: skip
+            self.split_names = list(dict.fromkeys(e.meta["split"] for e in out))
+            self.combined_ids = {str(q["question_id"]): e.id for q, e in zip(combined, out)}
+            return out
+        files = self._files()
         out = []
         for split, path in files.items():
             for lineno, q in iter_jsonl(path):
@@ -125,6 +197,9 @@ class PopeBenchmark(Benchmark):
         qid = str(qid)
         if "/" in qid:
             return qid
+        combined = getattr(self, "combined_ids", None)
+        if combined is not None:  # LLaVA's answers to its combined file: ids unique over all categories
+            return combined.get(qid, f"?/{qid}")
         if isinstance(record.get("category"), str):
             return f"{record['category']}/{qid}"
         splits = getattr(self, "split_names", [])

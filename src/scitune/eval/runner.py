@@ -193,6 +193,12 @@ def _loglik(bench: Benchmark, llm: Any, tokenizer: Any, todo: list[Example], plo
             bar.update(len(batch))
 
 
+def _text_model(bench: Benchmark) -> Any:
+    """How a text-only benchmark runs the LLM: its class's ``predict_text(bench, llm, tokenizer, todo, plog)`` (e.g.
+    truthfulqa-gen's raw-text generation, mode ``complete``), else the log-likelihoods of its choices."""
+    return getattr(type(bench), "predict_text", None) or _loglik
+
+
 def input_stats(bench: Benchmark, examples: list[Example], pset: PredictionSet) -> dict[str, Any]:
     """Counts (and first ids) of the predictions' problems; drops unusable records from ``pset`` in place.
 
@@ -312,9 +318,9 @@ def _model_run(bench: Benchmark, examples: list[Example], out: Path, which: str)
                 from scitune.loader import load
 
                 vlm, processor = load(opts.checkpoint, device=device, dtype=opts.dtype)
-                _loglik(bench, vlm.llm, processor.tokenizer, todo, plog)
+                _text_model(bench)(bench, vlm.llm, processor.tokenizer, todo, plog)
             else:
-                _loglik(bench, *_load_llm(path, opts.dtype or dtype, device), todo, plog)
+                _text_model(bench)(bench, *_load_llm(path, opts.dtype or dtype, device), todo, plog)
 
         source = f"{which}:{path or Path(opts.checkpoint).resolve()}"
     pset = _model_predictions(bench, examples, out, source, runner)
@@ -397,7 +403,7 @@ def run_benchmark(bench: Benchmark) -> dict[str, Any]:
     sources = [s for s in ("checkpoint", "llm", "predictions") if getattr(opts, s)]
     if len(sources) != 1:
         raise ValueError("give exactly one of --checkpoint, --llm, --predictions")
-    if opts.llm and bench.mode != "loglik":
+    if opts.llm and bench.mode == "generate":
         raise ValueError(f"--llm is for text-only benchmarks; {bench.name} needs --checkpoint or --predictions")
     compare = bool(getattr(opts, "compare_base", False))
     if compare and not opts.checkpoint:

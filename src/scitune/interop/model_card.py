@@ -59,7 +59,11 @@ def training_data(checkpoint: str | os.PathLike[str] | None) -> list[str]:
         return ["Not recorded: the checkpoint was not written by `scitune train` (built, imported or merged)."]
     data, train, model = run.get("data", {}), run.get("train", {}), run.get("model", {})
     fp = ((read_manifest(checkpoint) or {}).get("fingerprint") or {}).get("data", {}).get("train", {})
-    name = Path(data["train"]).name if data.get("train") else "(none)"
+    train_data = data.get("train")
+    if isinstance(train_data, list):  # a mixture (docs/data.md)
+        name = "mixture of " + ", ".join(Path(str(s.get("path", "?"))).name for s in train_data)
+    else:
+        name = Path(train_data).name if train_data else "(none)"
     lines = [f"- data file: `{name}`" + (f" ({fp['size']} bytes, sha256 `{fp['sha256']}`)" if fp else "")]
     lines.append(f"- stage: `{train.get('stage')}`, chat template `{data.get('template')}`")
     if model.get("init_from"):

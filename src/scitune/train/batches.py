@@ -13,6 +13,14 @@ from torch.utils.data import Sampler
 from scitune.config.schema import RunConfig
 from scitune.data.collate import collate, collate_packed
 from scitune.data.dataset import ImageCheck, SupervisedDataset
+from scitune.data.mixture import (
+    MIXTURE_DIR,
+    Reader,
+    build_mixture,
+    mixture_sources,
+    read_source_records,
+    write_mixture,
+)
 from scitune.data.sampler import BatchPlan
 from scitune.data.validated import lazy_dataset, validate_records
 from scitune.io import DataError, write_jsonl
@@ -75,10 +83,11 @@ def load_data(cfg: RunConfig, model, processor, out_dir: Path, is_main: bool) ->
         raise ValueError("no training data: set --data.train PATH")
     check = ImageCheck(cfg.data.max_image_pixels or None, cfg.data.allow_outside_root)
     data = cfg.data
+    train, image_root = mixture_file(cfg, out_dir, is_main)
     validated = validate_records(
-        data.train,
+        train,
         processor,
-        data.image_root,
+        image_root,
         data.max_length,
         data.image_placement,
         check,
@@ -97,7 +106,7 @@ def load_data(cfg: RunConfig, model, processor, out_dir: Path, is_main: bool) ->
         if is_main:
             write_jsonl(out_dir / "skipped.jsonl", (asdict(p) for p in report.problems))
     how = "from cache" if validated.from_cache else f"validated in {validated.seconds:.1f} s"
-    log.info("data: %d usable of %d (%s) in %s", len(validated), report.total, how, cfg.data.train)
+    log.info("data: %d usable of %d (%s) in %s", len(validated), report.total, how, train)
     store = None
     if cfg.data.feature_cache:
         from scitune.data.feature_store import FeatureStore
@@ -110,5 +119,32 @@ def load_data(cfg: RunConfig, model, processor, out_dir: Path, is_main: bool) ->
             )
         store = FeatureStore(cfg.data.feature_cache, model_feature_identity(model, processor))
     if not len(validated):
-        raise DataError(f"{cfg.data.train}: no usable records (all {report.total} are bad)")
-    return lazy_dataset(validated, processor, data.image_root, data.max_length, data.image_placement, check, store)
+        raise DataError(f"{train}: no usable records (all {report.total} are bad)")
+    return lazy_dataset(validated, processor, image_root, data.max_length, data.image_placement, check, store)
+
+
+def reader_for(fmt: str) -> Reader:
+    """The reader of a mixture source's ``format``: ``records``, or a converter that has a ``read`` method."""
+    from scitune.sources.converters import CONVERTERS
+
+    if fmt == "records":
+        return read_source_records
+    readable = ["records", *(n for n in CONVERTERS.names() if callable(getattr(CONVERTERS.get(n), "read", None)))]
+    if fmt not in readable:
+        raise KeyError(f"unknown format {fmt!r} (known: {', '.join(readable)})")
+    return CONVERTERS.get(fmt)().read
+
+
+def mixture_file(cfg: RunConfig, out_dir: Path, is_main: bool) -> tuple[str, str | None]:
+    """The records file to train on and its image root: ``--data.train`` itself, or a mixture's sources drawn into
+    the run folder's ``mixture/`` (with the chosen ids)."""
+    sources = mixture_sources(cfg.data.train)
+    if sources is None:
+        return str(cfg.data.train), cfg.data.image_root
+    data = cfg.data
+    mix = build_mixture(sources, data.sample_seed, reader_for, data.image_root, data.allow_outside_root)
+    path = write_mixture(mix, out_dir / MIXTURE_DIR, data.sample_seed, is_main)
+    for s in mix.summary:
+        log.info("mixture source %s: %d of %d records (%d with images) from %s", s["name"], s["drawn"], s["read"],
+                 s["with_image"], s["path"])  # fmt: skip
+    return str(path), mix.image_root

@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "scitune-run.json"
 METRICS = "metrics.jsonl"
-RUN_ENTRIES = ("config.yaml", METRICS, RUN_FILE, "skipped.jsonl", "checkpoints", "final", "scitune")
+RUN_ENTRIES = ("config.yaml", METRICS, RUN_FILE, "skipped.jsonl", "checkpoints", "final", "scitune", "mixture")
 """What a run writes at the top of its folder (``scitune``: the trackers' logs); nothing else there is the run's."""
 REPLACED_PREFIX = ".scitune-replaced-"
 
 # settings that do not change what a step computes: a resume may change them freely
 VOLATILE = {
-    "data": {"train", "num_workers", "feature_cache"},
+    "data": {"train", "num_workers", "feature_cache", "sample_seed"},  # a mixture's: in its data fingerprint
     "train": {
         "out_dir",
         "resume",
@@ -51,9 +51,14 @@ def run_settings(cfg: RunConfig) -> dict[str, Any]:
 
 
 def data_fingerprint(cfg: RunConfig) -> dict[str, Any]:
-    """A content hash of every training data file (the image root by path)."""
+    """A content hash of every training data file (the image root by path); of a mixture, every source's with its
+    settings and the sampling seed."""
+    from scitune.data.mixture import mixture_fingerprint, mixture_sources
     from scitune.fingerprint import fingerprint_data_file
 
+    sources = mixture_sources(cfg.data.train)
+    if sources is not None:
+        return mixture_fingerprint(sources, cfg.data.sample_seed, cfg.data.image_root)
     fp = fingerprint_data_file(cfg.data.train)
     return {"train": {"size": fp["size"], "sha256": fp["sha256"]}, "image_root": cfg.data.image_root}
 

@@ -13,6 +13,9 @@ from scitune.sources.converters.scienceqa import ScienceQAConverter
 
 OLD = b"previous output\n"
 GOOD = {  # converter -> (file name, a valid record list / object)
+    "alpaca": ("alpaca_data.json", [{"instruction": "Hi", "input": "", "output": "Hello"}]),
+    "openorca": ("orca.jsonl", [{"id": "a", "system_prompt": "", "question": "Hi", "response": "Hello"}]),
+    "caption-pairs": ("pairs.tsv", "Hi, a dog on grass.\thttps://example.invalid/1.jpg\n"),
     "scicap": ("figs.jsonl", [{"id": "f1", "image": "f1.png", "caption": "A plot."}]),
     "llava-json": ("llava.json", [{"id": "a", "conversations": [{"from": "human", "value": "Hi"},
                                                                {"from": "gpt", "value": "Hello"}]}]),
@@ -22,11 +25,19 @@ GOOD = {  # converter -> (file name, a valid record list / object)
                                     "caption_L2L3": "It rises."}]),
     "scienceqa": ("problems.json", {"1": {"question": "Which is a mammal?", "choices": ["ant", "cow"], "answer": 1,
                                           "hint": "", "image": None, "lecture": "L.", "solution": "S."}}),
+    "karpathy": ("dataset_coco.json", {"images": [{"filepath": "train2014", "filename": "a.jpg", "split": "train",
+                                                   "sentences": [{"raw": "Hi, a dog."}], "cocoid": 1}]}),
+    "nocaps": ("nocaps_val_4500_captions.json", {"images": [{"id": 0, "file_name": "a.jpg", "domain": "in-domain"}],
+                                                 "annotations": [{"image_id": 0, "id": 0, "caption": "Hi, a dog."}]}),
+    "llava-pretrain": ("chat.json", [{"id": "a", "image": "a.jpg", "conversations": [
+        {"from": "human", "value": "Hi\n<image>"}, {"from": "gpt", "value": "a dog"}]}]),
 }  # fmt: skip
 
 
 def _write(path: Path, obj) -> Path:
-    if path.suffix == ".jsonl":
+    if isinstance(obj, str):  # a text source (caption-pairs TSV) as it is
+        path.write_text(obj, encoding="utf-8")
+    elif path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in obj), encoding="utf-8")
     else:
         path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
@@ -44,6 +55,8 @@ def _source(name: str, folder: Path) -> Path:
 def _run(name: str, src: Path, out: Path, **kwargs):
     if name == "vistext":
         kwargs.setdefault("check_images", False)
+    if name == "caption-pairs":  # no spaCy model needed; every phrase kept
+        kwargs.update(extractor="words", min_count=1)
     return CONVERTERS.get(name)().run(src=str(src), out=str(out), **kwargs)
 
 

@@ -28,7 +28,7 @@ def scifig_small(tmp_path_factory):
 @pytest.mark.parametrize("name", BENCHMARKS.names())
 def test_benchmark_contract(name, capsys):
     cls = BENCHMARKS.get(name)
-    assert issubclass(cls, Benchmark) and cls.name == name and cls.mode in ("generate", "loglik")
+    assert issubclass(cls, Benchmark) and cls.name == name and cls.mode in ("generate", "loglik", "complete")
     assert issubclass(cls.Options, EvalOptions) and cls.__doc__ and cls.Options.__doc__
     with pytest.raises(SystemExit) as e:
         main([name, "--help"])

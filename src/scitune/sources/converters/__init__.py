@@ -1,7 +1,20 @@
 """Converters from raw sources to canonical JSONL records; importing this package registers every converter."""
 
-from scitune.sources.converters import llava_json, scicap, scienceqa, sharegpt, vistext  # noqa: F401  (registration)
+from scitune.sources.converters import (  # noqa: F401  (registration)
+    alpaca,
+    caption_pairs,
+    karpathy,
+    llava_json,
+    llava_pretrain,
+    nocaps,
+    openorca,
+    scicap,
+    scienceqa,
+    sharegpt,
+    vistext,
+)
 from scitune.sources.converters.base import CONVERTERS
+from scitune.sources.converters.caption_pairs import CaptionPairsConverter
 from scitune.sources.converters.llava_json import (
     LlavaJsonConverter,
     export_conversations,
@@ -21,6 +34,7 @@ from scitune.sources.converters.vistext import VisTextConverter, convert_vistext
 
 __all__ = [
     "CONVERTERS",
+    "CaptionPairsConverter",
     "LlavaJsonConverter",
     "ShareGPTConverter",
     "VisTextConverter",

@@ -385,7 +385,8 @@ class ScienceQAConverter:
         """Convert one split and write it atomically.
 
         Args:
-            src: ``problems.json``, or a folder holding ``problems.json`` and ``pid_splits.json``.
+            src: ``problems.json``, or a folder holding ``problems.json`` and ``pid_splits.json``; or the Hugging
+                Face parquet release (its folder or one ``.parquet`` file; pids are ``<split>-<row>``).
             out: Output path; ``.json`` writes LLaVA's layout (a list, indent 2, ASCII-escaped, byte-identical to
                 ``convert_sqa_to_llava.py``), anything else JSONL (one record a line, UTF-8).
             split: Split of ``pid_splits.json`` (train, val, test, trainval, minitrain, minival, minitest).
@@ -395,14 +396,22 @@ class ScienceQAConverter:
                 skips them and reports them in the summary.
             with_meta: Add a ``meta`` dict to each record (off for LLaVA's exact output).
             use_caption: Append each problem's ``caption`` to the context.
-            image_root: When given, every problem with an image must have it at ``image_root/<pid>/<image>``.
+            image_root: When given, every problem with an image must have it at ``image_root/<pid>/<image>``
+                (parquet: the images are written there, default ``<folder of out>/images``).
 
         Returns:
             Summary: output path, split, format, record counts, and the missing pids (count and first 10).
         """
+        from scitune.sources.converters.scienceqa_parquet import is_scienceqa_parquet, load_parquet_split
+
         parse_prompt_format(prompt_format)
-        problems_path, splits_path = _resolve_paths(src, pid_splits)
-        data = load_scienceqa(problems_path, splits_path, split, missing=missing)
+        parquet = is_scienceqa_parquet(src)
+        if parquet:  # the Hub release: images extracted to <pid>/image.png under image_root (default <out dir>/images)
+            data, root = load_parquet_split(src, split, image_root, out)
+            problems_path, image_root = Path(src), str(root)
+        else:
+            problems_path, splits_path = _resolve_paths(src, pid_splits)
+            data = load_scienceqa(problems_path, splits_path, split, missing=missing)
         records = convert_scienceqa(
             data.problems,
             data.pids,
@@ -429,4 +438,5 @@ class ScienceQAConverter:
             "text_only": len(records) - n_image,
             "missing": len(data.missing),
             "missing_first": data.missing[:10],
+            **({"layout": "parquet", "image_root": image_root} if parquet else {}),
         }
