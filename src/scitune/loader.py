@@ -51,7 +51,12 @@ def build(cfg: ModelConfig, template: str = "scitune", quantize: str = "none") -
             processor = processor.replace(image_aspect=cfg.vision.image_aspect)
         return Loaded(model, processor)
     vision, image_processor = load_vision_encoder(
-        cfg.vision.name, cfg.vision.path, cfg.vision.feature_layer, cfg.vision.select, DTYPES[cfg.llm.dtype]
+        cfg.vision.name,
+        cfg.vision.path,
+        cfg.vision.feature_layer,
+        cfg.vision.select,
+        DTYPES[cfg.llm.dtype],
+        random_init=cfg.vision.random_init,
     )
     tokenizer = AutoTokenizer.from_pretrained(cfg.llm.tokenizer or cfg.llm.path)
     rule = _rule(vision, cfg.projector.num_tokens, cfg.vision.anyres, cfg.use_im_start_end)

@@ -122,7 +122,9 @@ def test_doc_commands_run_as_written(doc: Path, tmp_path: Path, shim_dir: Path |
         for block in blocks(doc):
             if block.skip:
                 continue
+            started = time.monotonic()
             proc = _run(block, folder, env, log)
+            print(f"{block}: {time.monotonic() - started:.1f} s")  # shown with -s, or on a failure
             if proc:
                 background.append(proc)
     finally:

@@ -1,5 +1,6 @@
 """Representation analysis of seed 003 (MAGMA / LiMBeR): 2-D maps of encoder (+ connector) embeddings coloured by
-label with separability scores (`embed`), and Wu-Palmer similarity of generated to true class words (`wordnet`)."""
+label with separability scores (`embed`), Wu-Palmer similarity of generated to true class words (`wordnet`), AwA2
+property overlap of mistaken animals (`awa2`) and the NoCaps per-encoder table (`nocaps`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ _EXPORTS = {
     "run_embed": "scitune.analysis.embed",
     "WupOptions": "scitune.analysis.wordnet",
     "run_wup": "scitune.analysis.wordnet",
+    "AwA2Options": "scitune.analysis.awa2",
+    "run_awa2": "scitune.analysis.awa2",
+    "NocapsOptions": "scitune.analysis.nocaps",
+    "run_nocaps": "scitune.analysis.nocaps",
 }
 __all__ = list(_EXPORTS)
 

@@ -178,7 +178,8 @@ def load_embedder(
         v = meta["vision"]
         layer = v["feature_layer"] if feature_layer is None else feature_layer
         vpath = str(p / "vision") if v.get("saved") else v.get("path")
-        vision, _ = load_vision_encoder(v["name"], vpath, layer, v["select"])
+        fresh = bool(v.get("random_init")) and not v.get("saved")  # LiMBeR's "Random" encoders, rebuilt as trained
+        vision, _ = load_vision_encoder(v["name"], vpath, layer, v["select"], random_init=fresh)
         processor = AutoImageProcessor.from_pretrained(p / "image_processor")
         info = {"kind": "scitune-checkpoint", "path": str(p), "vision": v["name"], "feature_layer": layer}
         connector = None

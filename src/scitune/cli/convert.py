@@ -17,7 +17,8 @@ def main(argv: list[str]) -> int:
         "scicap_CTOM.jsonl --variant CTOM\n  scitune convert scienceqa --src problems.json --out "
         "train.json --split train --prompt_format QCM-LEA\n  scitune convert llava-json --src llava_instruct_150k.json "
         "--out llava.jsonl\n  scitune convert sharegpt --src sharegpt.json --out chat.jsonl\n  scitune convert vistext "
-        "--src vistext/data --split test --level L2L3 --out vistext_test.jsonl",
+        "--src vistext/data --split test --level L2L3 --out vistext_test.jsonl\n  scitune convert caption-pairs --src "
+        "Train_GCC-training.tsv --out cc3m_595k.json --min_count 3 --max_per_phrase 100 --seed 0",
     )
     sub = p.add_subcommands(dest="source")
     for name in CONVERTERS.names():

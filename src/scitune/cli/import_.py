@@ -1,5 +1,5 @@
-"""`scitune import hf|llava DIR --out CKPT`: a llava-hf folder, or an original-LLaVA-layout checkpoint (LLaVA-v0/v1/1.5,
-SciTune's release), to a scitune checkpoint that can keep training."""
+"""`scitune import hf|llava|magma DIR --out CKPT`: a llava-hf folder, an original-LLaVA-layout checkpoint (LLaVA-v0/v1/1.5,
+SciTune's release) or MAGMA's released DeepSpeed checkpoint, to a scitune checkpoint that can keep training."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def main(argv: list[str]) -> int:
         "import",
         "Import a model.\n\n  scitune import hf llava-hf/ --out runs/imported --template vicuna-v1\n"
         "  scitune import llava LLaVA-7b-v0/ --out runs/llava-v0 --vision_tower clip-vit-large-patch14/\n"
+        "  scitune import magma mp_rank_00_model_states.pt --llm gpt-j-6b/ --tokenizer gpt2/ --out runs/magma\n"
         "  scitune train --config ... --model.init_from runs/imported",
     )
     sub = p.add_subcommands(dest="source")
@@ -29,9 +30,15 @@ def main(argv: list[str]) -> int:
     llava = parser("import llava", "an original LLaVA-layout folder (LlavaLlamaForCausalLM + mm_projector weights)")
     llava.add_argument("--template", default=None, help="chat template (default: llava-v0 for v0, else vicuna-v1)")
     llava.add_argument("--vision_tower", default=None, help="local CLIP folder instead of the config's mm_vision_tower")
+    magma = parser("import magma", "MAGMA's DeepSpeed mp_rank_00_model_states.pt (read with weights_only=True)")
+    magma.add_argument("--llm", required=True, help="GPT-J config folder (transformers layout; weights not read)")
+    magma.add_argument("--tokenizer", default=None, help="MAGMA's GPT-2 tokenizer folder (default: --llm's)")
+    magma.add_argument("--encoder", default="clip-rn50x16", help="vision encoder key of MAGMA's image encoder")
+    magma.add_argument("--image_size", type=int, default=None, help="encoder input side (default: its own, 384)")
     for sp, name, help_ in (
         (hf, "hf", "import a llava-hf folder"),
         (llava, "llava", "import an original LLaVA folder"),
+        (magma, "magma", "import a MAGMA checkpoint (file or its folder)"),
     ):
         sp.add_argument("folder", help="the folder to import")
         sp.add_argument("--out", required=True, help="scitune checkpoint folder to write")
@@ -44,6 +51,10 @@ def main(argv: list[str]) -> int:
         from scitune.interop.hf_llava import import_hf
 
         model, processor = import_hf(args.folder, args.template)
+    elif ns.source == "magma":
+        from scitune.interop.magma_import import import_magma
+
+        model, processor = import_magma(args.folder, args.llm, args.tokenizer, args.encoder, image_size=args.image_size)
     else:
         from scitune.interop.llava_original import import_llava_original
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, ScoreContext, resolve_image
+from scitune.eval.blind import with_blind
 from scitune.io import atomic_path
 
 __all__ = [
@@ -154,6 +155,8 @@ class FigureTypeOptions(EvalOptions):
     clip_prompts: list[str] = field(default_factory=list)
     """More templates scored beside --clip_prompt, as a JSON list ('["a {} from a scientific paper"]'): each gets
     a column, and the best of all is the baseline (``clip_acc``)."""
+    blind: bool = False
+    """Also run the blind baseline (every figure replaced by a white image of its size), reported beside."""
 
 
 def scicap_examples(data: str, image_root: str | None, question: str) -> tuple[list[Example], list[dict[str, Any]]]:
@@ -174,6 +177,7 @@ def scicap_examples(data: str, image_root: str | None, question: str) -> tuple[l
 
 
 @BENCHMARKS.register("figure-type")
+@with_blind
 class FigureTypeBenchmark(Benchmark):
     """Figure-type accuracy per type and overall (type located in the generated text), with a confusion matrix and
     the zero-shot CLIP baseline side by side."""
@@ -227,7 +231,7 @@ class FigureTypeBenchmark(Benchmark):
             "skipped_other_types": len(getattr(self, "skipped", [])),
             "model": res,
         }
-        if self.opts.clip:
+        if self.opts.clip and not getattr(self, "scoring_blind", False):
             out["clip"] = self._clip(examples)
             if "acc" in out["clip"]:
                 out["summary"]["clip_acc"] = out["clip"]["acc"]

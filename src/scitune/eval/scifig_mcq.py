@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scitune.eval.benchmark import BENCHMARKS, Example, ScoreContext
+from scitune.eval.blind import blank_image, blank_images, output_folder
 from scitune.eval.scienceqa import predicted_index, score_scienceqa
 from scitune.eval.scienceqa_benchmark import ScienceQABenchmark, ScienceQAOptions
 
@@ -125,34 +126,15 @@ def score_kinds(
     return out
 
 
-def blank_image(path: str, folder: Path) -> str:
-    """A white RGB image of the size of the image at ``path``, written once as ``folder/blank-<w>x<h>.png``; its
-    path (``path`` itself when that image cannot be read: the runner then reports it as missing)."""
-    from PIL import Image
-
-    from scitune.io import atomic_path
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (OSError, ValueError):
-        return path
-    blank = folder / f"blank-{w}x{h}.png"
-    if not blank.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(blank) as tmp:
-            Image.new("RGB", (w, h), "white").save(tmp, format="png")
-    return str(blank)
-
-
 @dataclass
 class SciFigMcqOptions(ScienceQAOptions):
     """SciFig MCQs: --data SciFig's scienceqa/ folder (problems.json, pid_splits.json, images/), or problems.json;
     the ScienceQA options below apply (the demo trains and asks in --prompt_format QCM-EA)."""
 
     blind: bool = False
-    """The blind baseline: every figure is replaced by a white image of the same size (written into --out as
-    blank-<w>x<h>.png); the prompts are unchanged."""
+    """The blind run alone (unlike scienceqa's --blind, which runs it beside the image run): every figure is
+    replaced by a white image of the same size (written into --out as blank-<w>x<h>.png); the prompts are
+    unchanged."""
 
 
 @BENCHMARKS.register("scifig-mcq")
@@ -163,28 +145,15 @@ class SciFigMcqBenchmark(ScienceQABenchmark):
     name = "scifig-mcq"
     Options = SciFigMcqOptions
     opts: SciFigMcqOptions
+    blind_beside = False  # --blind here replaces the figures (the demo runs image and blind as two evals)
 
     def examples(self) -> list[Example]:
         examples = super().examples()
         if self.opts.blind and any(e.images for e in examples):
-            folder = self._claimed_out()
-            sizes: dict[str, str] = {}
+            folder, sizes = output_folder(self), {}
             for e in examples:
-                e.images = [sizes.setdefault(p, blank_image(p, folder)) for p in e.images]
+                e.images = blank_images(e.images, folder, sizes)
         return examples
-
-    def _claimed_out(self) -> Path:
-        """The run's output folder (the runner's rule), claimed as the runner claims it, so a blank image can go in."""
-        from scitune.eval.runner import EVAL_WRITES
-        from scitune.outputs import claim_output_folder
-
-        if self.opts.out:
-            out = Path(self.opts.out)
-        elif self.opts.checkpoint:
-            out = Path(self.opts.checkpoint) / "eval" / self.name
-        else:
-            raise ValueError("--blind needs --out or --checkpoint: its blank image is written into the output folder")
-        return claim_output_folder(out, "eval", EVAL_WRITES, self.opts.overwrite)
 
     def score(self, examples: list[Example], predictions: dict[str, dict[str, Any]], ctx: ScoreContext) -> dict:
         out = super().score(examples, predictions, ctx)

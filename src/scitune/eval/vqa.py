@@ -323,6 +323,18 @@ def score_vqa_rows(examples: Sequence[Example], predictions: dict[str, dict[str,
     return {"rows": rows, "per_item": per_item}
 
 
+def _blank_blind_rows(bench: Benchmark, examples: list[Example]) -> None:
+    """Give each blind row the prompt of its image row with every image replaced by a blank one of its size."""
+    from scitune.eval.blind import blank_images, output_folder
+
+    by_id = {e.id: e for e in examples}
+    folder, cache = output_folder(bench), {}
+    for e in examples:
+        if e.meta["blind"]:
+            seen = by_id[e.id.removeprefix("blind-")]  # "blind-<n>-shot/<qid>" -> "<n>-shot/<qid>"
+            e.text, e.images = seen.text, blank_images(seen.images, folder, cache)
+
+
 # ---- the benchmark ------------------------------------------------------------------------------------------------
 @dataclass
 class VqaOptions(EvalOptions):
@@ -332,7 +344,10 @@ class VqaOptions(EvalOptions):
     shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4])
     """Numbers of interleaved image-question-answer shots before the question, one report row each."""
     blind: bool = True
-    """Also run each shot count without any image (LiMBeR's blind baseline: the language model alone)."""
+    """Also run each shot count blind (see --blind_image), reported beside the image rows."""
+    blind_image: str = "none"
+    """What the blind rows show: none (the prompt without images: LiMBeR's blind baseline, the language model
+    alone) or blank (the image prompt with every image replaced by a white image of its size, written into --out)."""
     support: str | None = None
     """Where the shots come from (same layouts as --data); default: the --support_split of a ScienceQA / SciFig
     --data, else the other questions of --data."""
@@ -369,7 +384,12 @@ class VqaBenchmark(Benchmark):
         else:
             support = queries
         self.no_image = [q.id for q in queries if not q.image]
-        return build_vqa_examples(queries, support, o.shots, o.blind, o.seed)
+        if o.blind_image not in ("none", "blank"):
+            raise ValueError(f"--blind_image must be none or blank, got {o.blind_image!r}")
+        examples = build_vqa_examples(queries, support, o.shots, o.blind, o.seed)
+        if o.blind and o.blind_image == "blank":
+            _blank_blind_rows(self, examples)
+        return examples
 
     def score(self, examples: list[Example], predictions: dict[str, dict[str, Any]], ctx: ScoreContext) -> dict:
         scored = score_vqa_rows(examples, predictions)
@@ -381,6 +401,7 @@ class VqaBenchmark(Benchmark):
             "rows": rows,
             "questions": len({e.id.split("/", 1)[1] for e in examples}),
             "skipped_no_image": getattr(self, "no_image", []),
+            "blind_image": self.opts.blind_image,
             "samples": samples,
         }
 
@@ -396,7 +417,13 @@ class VqaBenchmark(Benchmark):
                           (image or blind)["count"]])  # fmt: skip
         text = (
             f"VQA accuracy (%) of {results['questions']} questions, prompts `[image] Q: [q] A:` after n "
-            "image-question-answer shots; blind = the same prompt without images. The answer is the first line of "
+            "image-question-answer shots; blind = "
+            + (
+                "the same prompt with blank images"
+                if results.get("blind_image") == "blank"
+                else "the same prompt without images"
+            )  # fmt: skip
+            + ". The answer is the first line of "
             "the generation, normalised as the official VQA eval does.\n\n"
             + md_table(["shots", "with images", "blind", "questions"], table)
         )

@@ -78,12 +78,15 @@ def assemble(
 
 def vision_identity(cfg: VisionConfig) -> dict[str, Any]:
     """What names a vision encoder in a checkpoint's identity (and in a feature cache's)."""
-    return {
+    ident = {
         "name": cfg.name,
         "path": _abs_if_local(cfg.path),
         "feature_layer": cfg.feature_layer,
         "select": cfg.select,
     }
+    if cfg.random_init:  # recorded only when on, so the identity of a pretrained encoder stays as it was
+        ident["random_init"] = True
+    return ident
 
 
 # ---------------------------------------------------------------- tiny models (tests, docs, smoke runs)

@@ -245,7 +245,8 @@ def load_model(
     dtype = dtype or lm.get("dtype", "float32")
     vpath = str(p / "vision") if v.get("saved") else v.get("path")
 
-    vision, _ = load_vision_encoder(v["name"], vpath, v["feature_layer"], v["select"], DTYPES[dtype])
+    fresh = bool(v.get("random_init")) and not v.get("saved")  # rebuilt under the same seed as when trained
+    vision, _ = load_vision_encoder(v["name"], vpath, v["feature_layer"], v["select"], DTYPES[dtype], random_init=fresh)
     mode = lm.get("saved", "base")
     llm = load_llm(str(p / "llm") if mode == "full" else lm["path"], dtype, lm.get("attn"))
     fit_vocab(llm, vocab_size)

@@ -71,6 +71,19 @@ class LinearPrefixProjector(nn.Module):
         return self.linear(x[:, 0]).view(x.shape[0], self.num_tokens, self.out_dim)
 
 
+@PROJECTORS.register("linear-ln")
+class LinearNormProjector(nn.Module):
+    """MAGMA's image prefix: a linear map then a LayerNorm over the LLM width (its 0.1 training dropout left out)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D_vis) -> (B, N, D_llm)
+        return self.norm(self.linear(x))
+
+
 def build_projector(name: str, in_dim: int, out_dim: int, num_tokens: int = 0) -> nn.Module:
     """Build the projector registered as ``name`` (``num_tokens`` is used by prefix projectors only)."""
     cls = PROJECTORS.get(name)

@@ -1,7 +1,9 @@
-"""Vision encoders: any Hugging Face vision tower, features from a chosen hidden layer."""
+"""Vision encoders: any Hugging Face vision tower, timm and open_clip CNNs (LiMBeR's NF-ResNet50, CLIP RN50x16),
+features from a chosen hidden layer; ``random_init`` keeps a fresh initialisation (LiMBeR's "Random" rows)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -18,9 +20,11 @@ class VisionSpec:
     """How to load one family of vision towers and its default weights."""
 
     family: str
-    """clip | siglip | auto."""
+    """clip | siglip | auto (transformers) | timm | open-clip."""
     default_path: str | None = None
     """Hub id used when the config gives no path."""
+    arch: str | None = None
+    """timm / open_clip model name (``nf_resnet50``, ``RN50x16``); transformers towers take theirs from the path."""
 
 
 VISION_ENCODERS: Registry[VisionSpec] = Registry("vision encoder")
@@ -29,7 +33,10 @@ VISION_ENCODERS.add("clip-vit-l-14-336", VisionSpec("clip", "openai/clip-vit-lar
 VISION_ENCODERS.add("clip-vit-b-16", VisionSpec("clip", "openai/clip-vit-base-patch16"))
 VISION_ENCODERS.add("siglip-so400m", VisionSpec("siglip", "google/siglip-so400m-patch14-384"))
 VISION_ENCODERS.add("beit-large", VisionSpec("auto", "microsoft/beit-large-patch16-224-pt22k"))
+VISION_ENCODERS.add("beit-large-ft22k", VisionSpec("auto", "microsoft/beit-large-patch16-224-pt22k-ft22k"))
 VISION_ENCODERS.add("resnet-50", VisionSpec("auto", "microsoft/resnet-50"))
+VISION_ENCODERS.add("nf-resnet50", VisionSpec("timm", arch="nf_resnet50"))
+VISION_ENCODERS.add("clip-rn50x16", VisionSpec("open-clip", arch="RN50x16"))
 VISION_ENCODERS.add("clip", VisionSpec("clip"))
 VISION_ENCODERS.add("siglip", VisionSpec("siglip"))
 VISION_ENCODERS.add("auto", VisionSpec("auto"))
@@ -119,21 +126,52 @@ def _vision_class(family: str):
     }[family]
 
 
+@contextlib.contextmanager
+def _seeded(on: bool):
+    """Fresh weights under seed 0 without touching the caller's RNG stream; a no-op when loading weights."""
+    if not on:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
+def _hf_tower(family: str, path: str, dtype: torch.dtype, random_init: bool) -> nn.Module:
+    """A transformers tower with its weights, or (``random_init``) built from the same config with fresh weights."""
+    cls = _vision_class(family)
+    if not random_init:
+        model = cls.from_pretrained(path, dtype=dtype)
+    elif family == "auto":
+        from transformers import AutoConfig
+
+        model = cls.from_config(AutoConfig.from_pretrained(path)).to(dtype)
+    else:
+        model = cls(cls.config_class.from_pretrained(path)).to(dtype)
+    return model.vision_model if family == "auto" and hasattr(model, "vision_model") else model  # two-tower file
+
+
 def load_vision_encoder(
     name: str,
     path: str | None,
     feature_layer: int = -2,
     select: str = "patch",
     dtype: torch.dtype = torch.float32,
+    random_init: bool = False,
+    model_args: dict | None = None,
 ) -> tuple[VisionEncoder, object]:
-    """Load a vision tower and its image processor with ``from_pretrained``.
+    """Load a vision tower and its image processor (transformers' ``from_pretrained``, or timm / open_clip weights).
 
     Args:
         name: a `VISION_ENCODERS` key.
-        path: hub id or local folder; ``None`` = the entry's default hub id.
-        feature_layer: hidden layer to take features from.
-        select: ``patch`` or ``cls_patch``.
+        path: hub id or local folder (timm / open_clip: a local folder or weights file); ``None`` = the entry's
+            default hub id.
+        feature_layer: hidden layer to take features from (timm / open_clip: -1, the map before pooling).
+        select: ``patch``, ``cls_patch`` or ``pooled``.
         dtype: weight dtype.
+        random_init: the same architecture and image processor with freshly initialised weights (LiMBeR's
+            "Random" rows); built under a fixed seed so a checkpoint rebuilds exactly the same weights.
+        model_args: timm / open_clip architecture overrides (tiny test towers).
 
     Returns:
         ``(encoder, image_processor)``.
@@ -142,11 +180,18 @@ def load_vision_encoder(
 
     spec = VISION_ENCODERS.get(name)
     path = path or spec.default_path
+    if spec.family in ("timm", "open-clip"):
+        from scitune.model.towers import build_tower
+
+        if feature_layer not in (-1, 0):
+            raise ValueError(f"--model.vision.feature_layer: {name} gives its final feature map only; use -1")
+        with _seeded(random_init):
+            tower, processor = build_tower(spec.family.replace("-", "_"), spec.arch, path, random_init, model_args)
+        return VisionEncoder(tower.to(dtype), -1, select, has_cls=False, image_size=tower.config.image_size), processor
     if not path:
         raise ValueError(f"vision encoder {name!r} has no default weights; set --model.vision.path")
-    model = _vision_class(spec.family).from_pretrained(path, dtype=dtype)
-    if spec.family == "auto" and hasattr(model, "vision_model"):  # a full two-tower checkpoint
-        model = model.vision_model
+    with _seeded(random_init):
+        model = _hf_tower(spec.family, path, dtype, random_init)
     processor = AutoImageProcessor.from_pretrained(path)
     has_cls = spec.family == "clip" or getattr(model.config, "model_type", "") in _CLS_MODEL_TYPES
     size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}

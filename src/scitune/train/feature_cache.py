@@ -88,7 +88,9 @@ def build_vision_side(cfg: ModelConfig, device: str = "cpu") -> tuple[Any, Any, 
     from scitune.processor import AnyResImageProcessor, ImageTokenRule
 
     v = cfg.vision
-    encoder, processor = load_vision_encoder(v.name, v.path, v.feature_layer, v.select, DTYPES[cfg.llm.dtype])
+    encoder, processor = load_vision_encoder(
+        v.name, v.path, v.feature_layer, v.select, DTYPES[cfg.llm.dtype], random_init=v.random_init
+    )
     if v.anyres:  # the rule a new model of this config gets (`scitune.loader.build`)
         rule = ImageTokenRule(cfg.projector.num_tokens or encoder.num_tokens, encoder.image_size, parse_grids(v.anyres))
         processor = AnyResImageProcessor(processor, rule)

@@ -79,11 +79,20 @@ class FewShot:
 
 def load_fewshot(rtype: str, kind: str, folder: str | os.PathLike[str] | None = None) -> FewShot:
     """Read ``<folder>/<kind>/<rtype>.json`` (``{"system", "examples": [{"context", "response"}]}``; a context is
-    a record rendered like the items, or a ready string); the shipped defaults where ``folder`` lacks the file."""
+    a record rendered like the items, or a ready string); the shipped defaults where ``folder`` lacks the file.
+    A ``folder`` in LLaVA's released layout (``<folder>/conversation/system_message.txt``, ``000_caps.txt``,
+    ``000_conv.txt``, ...; see `llava_prompts`) is read as it is, for every context kind."""
     if rtype not in RESPONSE_TYPES:
         raise ValueError(f"unknown response type {rtype!r}; use {', '.join(RESPONSE_TYPES)}")
     if folder is not None and not Path(folder).is_dir():
         raise DataError(f"--examples {folder}: not a folder (expected <kind>/<type>.json files inside)")
+    if folder is not None:  # LLaVA's released prompt folders, as they are
+        from scitune.sources.instruct_gen.llava_prompts import llava_prompt_dir, read_llava_prompts
+
+        llava = llava_prompt_dir(folder, rtype)
+        if llava is not None:
+            system, pairs = read_llava_prompts(llava)
+            return FewShot(system, tuple(pairs), str(llava))
     custom = Path(folder) / kind / f"{rtype}.json" if folder is not None else None
     if custom is not None and custom.is_file():
         source, data = str(custom), read_json(custom)
@@ -198,7 +207,8 @@ class InstructGenConfig:
     kind: str = "auto"
     """Context kind: auto (per record), natural (captions + object boxes) or figure (caption, OCR, mentions, type)."""
     examples: str | None = None
-    """Folder of few-shot files <kind>/<type>.json overriding the shipped ones (docs/data.md shows the layout)."""
+    """Folder of few-shot files <kind>/<type>.json overriding the shipped ones (docs/data.md shows the layout), or
+    LLaVA's released playground/data/prompts folder (system_message.txt, NNN_caps.txt, NNN_conv.txt per type)."""
     workers: int = 4
     """Requests in flight at once (threads)."""
     timeout: float = 60.0
