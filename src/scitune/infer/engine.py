@@ -21,7 +21,7 @@ from scitune.infer.kv import KVCacheAdapter, pad_left
 from scitune.infer.logprobs import token_logprobs
 from scitune.infer.requests import Completion, EngineStats, GenerationRequest, TokenLogprob
 from scitune.infer.sampling import choose
-from scitune.infer.stream import TextStream
+from scitune.infer.stream import TextStream, text_decoder
 from scitune.model.vlm import VisionLanguageModel
 from scitune.processor import Processor
 
@@ -68,11 +68,33 @@ class _Batch:
         return self._params
 
 
+PADDING_LIMIT = 0.1
+"""The most of a prefill group's positions that may be padding (see `prefill_groups`)."""
+
+
+def prefill_groups(requests: list[GenerationRequest], limit: float = PADDING_LIMIT) -> list[list[GenerationRequest]]:
+    """Requests admitted together, in groups of similar prompt length (shortest first) that are prefilled one after
+    another: a group grows while at most ``limit`` of its left-padded positions are padding, so that one long prompt
+    does not make every short one compute its length in padding."""
+    groups: list[list[GenerationRequest]] = []
+    group: list[GenerationRequest] = []
+    total = 0
+    for r in sorted(requests, key=lambda r: len(r.input_ids)):
+        n = len(r.input_ids)
+        if group and (len(group) + 1) * n - (total + n) > limit * (len(group) + 1) * n:
+            groups.append(group)
+            group, total = [], 0
+        group.append(r)
+        total += n
+    return groups + [group] if group else groups
+
+
 class GenerationEngine:
     """Generates many requests together, one token per row per step, admitting and retiring rows between steps.
 
-    A step first admits waiting requests (as the admission policy allows) and runs their prompts together through the
-    LLM (left-padded, image features spliced in by ``model.embed``), each row with its own position ids; their KV
+    A step first admits waiting requests (as the admission policy allows) and runs their prompts through the LLM,
+    prompts of similar length together (`prefill_groups`; left-padded, image features spliced in by ``model.embed``),
+    each row with its own position ids; their KV
     cache is then merged into the running batch's: both are left-padded with zeros to a common length and
     concatenated, and the attention mask marks the padding. Then every row is fed its last token (position = its own
     count of real tokens) and gets its next one. Rows that finish leave the cache at once, and columns that only
@@ -99,6 +121,7 @@ class GenerationEngine:
         if admission not in ADMISSIONS:
             raise ValueError(f"admission must be one of {', '.join(ADMISSIONS)}, not {admission!r}")
         self.model, self.tokenizer = model, processor.tokenizer
+        self._decode_ids = text_decoder(processor.tokenizer)
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         self.eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
@@ -251,7 +274,20 @@ class GenerationEngine:
         return logits, None if cache is None else self.kv.returned(out, cache)
 
     def _prefill(self, group: list[GenerationRequest]) -> None:
-        """Run the new prompts together (left-padded), then merge their rows into the running batch."""
+        """Run the new prompts (in groups of similar length, `prefill_groups`), then merge their rows into the running
+        batch. All model work comes first, so an error merges nothing."""
+        parts = [self._prefill_rows(rows) for rows in prefill_groups(group)]
+        self.stats.prefills += 1
+        for r in group:
+            r.state = "running"
+        for new, first, entries in parts:
+            self._merge(new)
+            b = self._batch
+            assert b is not None
+            self._advance(first, range(len(b.seqs) - len(first), len(b.seqs)), entries)
+
+    def _prefill_rows(self, group: list[GenerationRequest]) -> tuple[_Batch, list[int], dict[int, TokenLogprob]]:
+        """Run prompts together (left-padded): their rows, their first tokens and those tokens' log-probabilities."""
         items = [
             {"input_ids": torch.as_tensor(r.input_ids), "pixel_values": r.pixel_values, "image_grids": r.image_grids}
             for r in group
@@ -276,15 +312,8 @@ class GenerationEngine:
                 if s.request.prompt_logprobs is not None:
                     s.request.prompt_token_logprobs = self._prompt_logprobs(logits[row], s.request)
             logits = logits[:, -1]
-        self.stats.prefills += 1
-        for r in group:
-            r.state = "running"
         first = choose(logits, *new.params()).tolist()
-        entries = self._step_logprobs(logits, first, new.seqs)
-        self._merge(new)
-        b = self._batch
-        assert b is not None
-        self._advance(first, range(len(b.seqs) - len(group), len(b.seqs)), entries)
+        return new, first, self._step_logprobs(logits, first, new.seqs)
 
     @staticmethod
     def _prompt_logprobs(logits: torch.Tensor, r: GenerationRequest) -> list[TokenLogprob | None]:
@@ -427,7 +456,7 @@ class GenerationEngine:
 
     def _decode_text(self, ids: list[int]) -> str:
         # no clean-up of spaces: it can rewrite text already streamed when later tokens arrive
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self._decode_ids(ids)
 
     def _end(self, r: GenerationRequest, c: Completion) -> None:
         r.state, r.result = "done", c

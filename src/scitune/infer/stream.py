@@ -3,6 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+
+def text_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """ids -> text without special tokens and without clean-up of spaces, as
+    ``tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)``.
+
+    For a fast tokenizer whose class keeps transformers' own ``decode``/``_decode`` this calls the Rust tokenizer
+    directly (the same text, without the wrapper's per-call overhead: a stream decodes every row at every step).
+    """
+    backend, base = getattr(tokenizer, "_tokenizer", None), None
+    try:  # transformers 5.x
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend as base
+    except ImportError:  # transformers 4.x
+        try:
+            from transformers import PreTrainedTokenizerFast as base
+        except ImportError:
+            pass
+    cls = type(tokenizer)
+    if base is not None and isinstance(tokenizer, base) and hasattr(backend, "decode"):
+        if cls.decode is base.decode and cls._decode is base._decode:
+            return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 class TextStream:
