@@ -102,12 +102,22 @@ def test_report_and_results(finished):
     report = (out / "report.md").read_text()
     for name in STEPS:
         assert name in report
-    sections = ("## Figure type", "## Captions", "## MCQs", "Per question kind", "## Examples", "## Benchmark runs")
+    sections = ("## ScienceQA accuracy (official rule)", "## Figure type", "## Captions", "## MCQs",
+                "Per question kind", "## Examples", "## Benchmark runs")  # fmt: skip
     assert all(section in report for section in sections)
     for folder in EVALS:
         assert f"(eval/{folder}/report.md)" in report
     for png in ("losses", "figure_type", "confusion", "mcq_kinds", "examples"):
         assert (out / "report" / f"{png}.png").stat().st_size > 1000
+    # the first table is the official ScienceQA score, read from the scifig-mcq runs (the `scitune eval` scorer)
+    first = report[report.index("## ScienceQA accuracy") : report.index("## Steps")]
+    row = next(line for line in first.splitlines() if line.startswith("| SciTune micro, stage 1 CTOM: with figure"))
+    assert row.split(" | ")[1] == f"{image['summary']['acc']:.2f}"
+    assert head["CTOM"]["scienceqa"]["blind"] == blind["summary"]["acc"]
+    from scitune.demo.html import remote_references
+
+    html = (out / "report.html").read_text()
+    assert remote_references(html) == [] and html.count('src="data:image/png;base64,') >= 5
 
 
 def test_scitune_eval_commands_reproduce_the_numbers(finished, tmp_path):
@@ -219,20 +229,25 @@ def test_zero_shot_accepts_a_folder_or_a_loaded_model(tmp_path):
 
 
 def test_ablation_reports_both_variants_and_fewshot_vqa_rows(tmp_path):
-    """`--ablation`: stage 1 with C and CTOM through stage 2, plus the `vqa` benchmark's 0/1/2-shot rows with and
-    without images, each variant into its own eval folders."""
+    """`--ablation`: stage 1 with C, CT, CTO and CTOM through stage 2, plus the `vqa` benchmark's 0/1/2-shot rows
+    with and without images, each variant into its own eval folders; the report's Table 3 says what it shows."""
     out = tmp_path / "ablation"
-    run = demo(out, "--ablation")
+    run = demo(out, "--ablation", "--demo.ocr", "truth")
     assert run.returncode == 0, run.stderr[-3000:]
-    for name in ("6-align-C", "7-finetune-C"):
-        assert f"[done] {name}" in run.stdout
-    folders = [f"{f}{sfx}" for sfx in ("", "-C") for f in (*EVALS, "vqa")]
+    variants = (("", "CTOM"), ("-C", "C"), ("-CT", "CT"), ("-CTO", "CTO"))
+    for sfx, _ in variants[1:]:
+        assert f"[done] 6-align{sfx}" in run.stdout and f"[done] 7-finetune{sfx}" in run.stdout
+    folders = [f"{f}{sfx}" for sfx, _ in variants for f in (*EVALS, "vqa")]
     assert sorted(p.name for p in (out / "eval").iterdir()) == sorted(folders)
     results = _results(out, folders)
     rows = {"0-shot", "1-shot", "2-shot", "blind-0-shot", "blind-1-shot", "blind-2-shot"}
     head = json.loads((out / "steps" / "8-evaluate.json").read_text())["summary"]["headline"]
-    assert set(head) == {"zero_shot", "CTOM", "C"}
-    for sfx, v in (("", "CTOM"), ("-C", "C")):
+    assert set(head) == {"zero_shot", "CTOM", "C", "CT", "CTO"}
+    # the stage-1 records differ by variant: C keeps the caption only, CTOM adds type, OCR, paragraphs, mentions
+    answers = {v: json.loads((out / "data" / f"align-{v}.jsonl").read_text().splitlines()[0])["conversations"][1]
+               for _, v in variants}  # fmt: skip
+    assert len(answers["C"]["value"]) < len(answers["CT"]["value"]) <= len(answers["CTOM"]["value"])
+    for sfx, v in variants:
         vqa = results[f"vqa{sfx}"]
         assert vqa["benchmark"] == "vqa" and set(vqa["summary"]) == rows
         assert all(0 <= x <= 100 for x in vqa["summary"].values()) and head[v]["vqa"] == vqa["summary"]
@@ -241,4 +256,10 @@ def test_ablation_reports_both_variants_and_fewshot_vqa_rows(tmp_path):
         assert results[f"scifig-mcq{sfx}"]["options"]["checkpoint"].endswith(f"finetune-{v}/final")
     assert "clip" not in results["figure-type-C"]  # the zero-shot baseline does not depend on the variant
     report = (out / "report.md").read_text()
-    assert "## Ablation: stage-1 variant" in report and "Few-shot VQA" in report and "| C |" in report
+    assert "## Ablation: stage-1 variant" in report and "Few-shot VQA" in report
+    table = report.split("## Ablation: stage-1 variant")[1].split("CTOM vs C:")[0]
+    assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| C")] == ["| C", "| CT", "| CTO",
+                                                                                                "| CTOM"]  # fmt: skip
+    verdict = report.split("CTOM vs C: ")[1].split("\n")[0]
+    assert verdict.startswith("ScienceQA ") and ("as in the paper" in verdict or "unlike the paper" in verdict)
+    assert "| SciTune micro, stage 1 CTO: blind |" in report  # every variant in the first table too

@@ -141,6 +141,10 @@ def headline(results: dict[str, dict[str, Any]], variants: tuple[str, ...]) -> d
                            "image": image[p]["figure_reading"], "blind": blind[p]["figure_reading"],
                            "chance": image["chance"]}
                      for key, p in (("figure_reading", "choice"), ("figure_reading_letter", "letter"))}}  # fmt: skip
+        # the official ScienceQA accuracy (the letter after "The answer is"), all test MCQs and the image ones
+        sqa = {r: results[f"scifig-mcq{b}{sfx}"]["summary"] for r, b in (("image", ""), ("blind", "-blind"))}
+        out[v]["scienceqa"] = {"image": sqa["image"]["acc"], "blind": sqa["blind"]["acc"],
+                               "image_IMG": sqa["image"]["IMG"], "blind_IMG": sqa["blind"]["IMG"]}  # fmt: skip
         if f"vqa{sfx}" in results:
             out[v]["vqa"] = results[f"vqa{sfx}"]["summary"]
     return out
@@ -156,7 +160,9 @@ def evaluate(demo: Demo) -> dict[str, Any]:
     head = headline(results, demo.variants)
     main, zs = head["CTOM"], max(head["zero_shot"].values(), default=None)
     fr = main["figure_reading"]
-    line = (f"figure type {main['figure_type_acc']:.1f}% (CLIP zero-shot best {zs or 0:.1f}%), caption BLEU "
+    sqa = main["scienceqa"]
+    line = (f"ScienceQA (official letter rule) {sqa['image']:.2f}% with the figure vs {sqa['blind']:.2f}% blind; "
+            f"figure type {main['figure_type_acc']:.1f}% (CLIP zero-shot best {zs or 0:.1f}%), caption BLEU "
             f"{main['caption_bleu']:.3f}; figure-reading MCQs {fr['image']}% with image vs {fr['blind']}% blind "
             f"(chance {fr['chance']}%, n={fr['count']}, {len(fr['kinds'])} kinds); eval/ holds "
             f"{', '.join(r.folder for r in plan)}")  # fmt: skip

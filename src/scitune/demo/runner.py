@@ -25,11 +25,14 @@ SYSTEM_AND_TEMPLATE = (
     "(D) (E) ###Assistant: The answer is A. B. C. D. E. BECAUSE: LECTURE: SOLUTION: ANSWER:"
 )
 """Template text added to the tokenizer corpus, so the chat scaffolding gets compact tokens too."""
+ABLATION_VARIANTS = ("C", "CT", "CTO")
+"""Stage-1 variants `--ablation` trains beside CTOM (SciTune Table 3), on the same data, tokenizer and micro models."""
 MB_PER_TRAIN_FIGURE = 0.12
 """Disk the demo needs per train figure (images, data, checkpoints), measured on the micro size, with margin."""
 
 
-DEMO_WRITES = ("scifig", "tokenizer", "models", "data", "runs", "steps", "eval", "report.md", "*.png", "*.json")
+DEMO_WRITES = ("scifig", "tokenizer", "models", "data", "runs", "steps", "eval", "report", "report.md", "report.html",
+               "*.png", "*.json")  # fmt: skip
 """What the demo writes at the top of its folder."""
 
 
@@ -57,7 +60,7 @@ class Demo:
         if cfg.size not in SIZES:
             raise ValueError(f"--size must be one of {sorted(SIZES)}, got {cfg.size!r}")
         self.cfg, self.out, self.size = cfg, Path(cfg.out), SIZES[cfg.size]
-        self.variants = ("CTOM", "C") if cfg.ablation else ("CTOM",)
+        self.variants = ("CTOM", *ABLATION_VARIANTS) if cfg.ablation else ("CTOM",)
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -85,7 +88,7 @@ class Demo:
         from scitune.demo.evaluate import evaluate
         from scitune.demo.report import write_report
 
-        check_out_dir(self.out, MB_PER_TRAIN_FIGURE * self.size.n_train + 50, self.cfg.overwrite)
+        check_out_dir(self.out, MB_PER_TRAIN_FIGURE * self.size.n_train * len(self.variants) + 50, self.cfg.overwrite)
         from scitune.threads import configure
 
         self.threads = configure(self.cfg.threads)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from scitune.config.schema import DEFAULT_IMAGE_TOKEN, require
 from scitune.data.conversation import Message
 from scitune.eval.benchmark import BENCHMARKS, Benchmark, EvalOptions, Example, ScoreContext, resolve_image
+from scitune.eval.blind import with_blind
 from scitune.eval.report import md_table
 from scitune.eval.runner import FollowUp
 from scitune.eval.scienceqa import (
@@ -69,6 +70,9 @@ class ScienceQAOptions(EvalOptions):
     seed: int = 0
     """Seed of the sampling (--temperature > 0): each batch draws from (seed, its first question id), so a rerun
     with the same --batch_size gives the same answers."""
+    blind: bool = False
+    """Also run the blind baseline: the image questions again with every image replaced by a white image of its
+    size (written into --out), scored and reported beside the image run (`scitune.eval.blind`)."""
 
     def __post_init__(self) -> None:
         from scitune.data.templates import CHAT_TEMPLATES
@@ -79,6 +83,7 @@ class ScienceQAOptions(EvalOptions):
 
 
 @BENCHMARKS.register("scienceqa")
+@with_blind
 class ScienceQABenchmark(Benchmark):
     """ScienceQA accuracy by the official groups (NAT SOC LAN TXT IMG NO G1-6 G7-12), topic and category."""
 
