@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scitune.config.schema import DEFAULT_IMAGE_TOKEN
 from scitune.io import DataError, check_input_file, iter_text_lines, read_json, read_text, write_json
 from scitune.sources.converters.base import CONVERTERS
 from scitune.sources.converters.reading import write_record_file
@@ -48,7 +49,7 @@ BRIEF_INSTRUCTIONS = (
 """scitune's own short requests for a brief description (the idea of LLaVA's Table 8 list, in our wording); LLaVA's
 released list can be used instead with ``--instructions``."""
 
-IMAGE_TOKEN = "<image>"
+IMAGE_TOKEN = DEFAULT_IMAGE_TOKEN
 SPACY_MODEL = "en_core_web_sm"
 EXTRACTORS = ("spacy", "words")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
