@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scitune.config.schema import DEFAULT_IMAGE_TOKEN as IMAGE_TOKEN
+from scitune.data.mixture import DETAIL_QUESTIONS
 from scitune.io import DataError, write_jsonl, write_text
 from scitune.sources.converters.base import CONVERTERS
 from scitune.sources.converters.reading import read_json_source, read_record_source
@@ -27,24 +28,7 @@ SYSTEM_MESSAGE = (
 )
 """System message of the SciTune instruction template (paper Table 6; LLaVA's ``v0`` system prompt)."""
 
-QUESTIONS: tuple[str, ...] = (
-    "Describe the following image in detail.",
-    "Provide a detailed description of the given image.",
-    "Give an elaborate explanation of the image you see.",
-    "Share a comprehensive rundown of the presented image.",
-    "Offer a thorough analysis of the image.",
-    "Explain the various aspects of the image before you.",
-    "Clarify the contents of the displayed image with great detail.",
-    "Characterize the image using a well-detailed description.",
-    "Break down the elements of the image in a detailed manner.",
-    "Walk through the important details of the image.",
-    "Portray the image with a rich, descriptive narrative.",
-    "Narrate the contents of the image with precision.",
-    "Analyze the image in a comprehensive and detailed manner.",
-    "Illustrate the image through a descriptive explanation.",
-    "Examine the image closely and share its details.",
-    "Write an exhaustive depiction of the given image.",
-)
+QUESTIONS: tuple[str, ...] = DETAIL_QUESTIONS
 """The 16 questions of the paper's Table 7 (LLaVA's ``detail_describe_instructions``) in the authors' order, which
 matters: ``random.Random(seed).choice(QUESTIONS)`` once per input record, seed 0, reproduces the authors' draws."""
 
