@@ -22,7 +22,6 @@ EXTRA_OF = {
     "umap": "analysis",
     "deepspeed": "deepspeed",
     "spacy": "data",
-    "markdown": "eval",
     "pyarrow": "data",
     "timm": "limber",
     "open_clip": "limber",

@@ -56,9 +56,6 @@ def render_html(markdown_text: str, base: Path, title: str = "scitune demo") -> 
 
 def write_html(md_path: Path, html_path: Path) -> Path:
     """Render ``md_path`` (a demo report) to ``html_path``; raise `ValueError` if it would load a remote resource."""
-    from scitune.extras import require
-
-    require("the demo's HTML report", "markdown")
     page = render_html(md_path.read_text(encoding="utf-8"), md_path.parent)
     remote = remote_references(page)
     if remote:
