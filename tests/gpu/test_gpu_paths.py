@@ -51,12 +51,9 @@ def on_device():
     saved = {k: os.environ.get(k) for k in ("ACCELERATE_TORCH_DEVICE", "ACCELERATE_USE_CPU")}
     if not CUDA:  # on a machine with a GPU too, accelerate would otherwise pick it
         os.environ.update(ACCELERATE_TORCH_DEVICE="cpu", ACCELERATE_USE_CPU="true")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     _reset_accelerate()
     yield
     _reset_accelerate()
-    torch.set_num_threads(threads)
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 

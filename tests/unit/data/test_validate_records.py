@@ -171,7 +171,6 @@ def test_a_damaged_cache_entry_is_ignored_and_rebuilt(damage, color_data, caplog
 
 
 def test_lazy_items_equal_the_validated_samples(color_data):
-    torch.set_num_threads(1)
     _, processor = tiny_vlm()
     samples, report = validate_file(color_data, processor, max_length=512)
     eager = SupervisedDataset(samples, processor.images)

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-import torch
 from PIL import Image
 
 from scitune.config.schema import GenerationConfig
@@ -17,15 +16,6 @@ from scitune.infer.generate import Generator, Prompt
 from scitune.loader import tiny_vlm
 
 MAX_NEW = 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """A tiny model's steps only get slower when torch's threads fight over 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

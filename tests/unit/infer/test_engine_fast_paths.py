@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import random
 
-import torch
-
 from scitune.infer.engine import GenerationEngine, GenerationRequest, prefill_groups
 from scitune.infer.stream import text_decoder
 from scitune.loader import tiny_vlm
@@ -52,7 +50,6 @@ def test_prefill_groups_keep_padding_under_the_limit():
 
 
 def test_rows_prefilled_in_groups_get_their_tokens_alone():
-    torch.set_num_threads(1)
     model, proc = tiny_vlm()
     lengths = (3, 40, 4, 90, 41)
     alone = [GenerationEngine(model, proc).run([_req(n, 7 + n)])[0].token_ids for n in lengths]

@@ -17,14 +17,6 @@ from scitune.infer.stream import TextStream
 from scitune.loader import tiny_vlm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return tiny_vlm()

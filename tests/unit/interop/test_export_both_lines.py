@@ -62,7 +62,6 @@ def exports(tmp_path_factory) -> dict[str, dict]:
     from scitune.interop.hf_llava import export_hf
     from scitune.loader import load, tiny_vlm
 
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("exports")
     image = probe_image()
     image.save(root / "image.png")

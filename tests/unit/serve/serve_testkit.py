@@ -52,7 +52,6 @@ def free_port() -> int:
 @contextmanager
 def running_server(**overrides):
     """Serve the tiny model on 127.0.0.1 in a thread; yields ``(base_url, app)``."""
-    import torch
 
     from scitune.serve.app import create_app, make_server
     from scitune.serve.config import ServeConfig
@@ -62,8 +61,6 @@ def running_server(**overrides):
     app = create_app(*tiny_model(), cfg)
     server = make_server(app, cfg)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the server generates in this process; threads fighting over 2 cores only slow it
     thread.start()
     try:
         deadline = time.monotonic() + 20
@@ -75,7 +72,6 @@ def running_server(**overrides):
     finally:
         server.should_exit = True
         thread.join(timeout=15)
-        torch.set_num_threads(threads)
 
 
 def address(base: str) -> tuple[str, int]:
