@@ -229,11 +229,16 @@ def test_zero_shot_accepts_a_folder_or_a_loaded_model(tmp_path):
 
 
 def test_ablation_reports_both_variants_and_fewshot_vqa_rows(tmp_path):
-    """`--ablation`: stage 1 with C, CT, CTO and CTOM through stage 2, plus the `vqa` benchmark's 0/1/2-shot rows
+    """`--ablation` (after a plain demo in the same folder): stage 1 with C, CT, CTO and CTOM through stage 2, plus the `vqa` benchmark's 0/1/2-shot rows
     with and without images, each variant into its own eval folders; the report's Table 3 says what it shows."""
     out = tmp_path / "ablation"
+    first = demo(out, "--demo.ocr", "truth")  # a plain demo first: --ablation then adds the other variants
+    assert first.returncode == 0, first.stderr[-3000:]
     run = demo(out, "--ablation", "--demo.ocr", "truth")
     assert run.returncode == 0, run.stderr[-3000:]
+    for step in ("1-data", "3-clip", "4-lm", "6-align", "7-finetune"):  # CTOM's are reused
+        assert f"[skip] {step}:" in run.stdout
+    assert "[done] 5-convert" in run.stdout and "[done] 8-evaluate" in run.stdout  # redone for every variant
     variants = (("", "CTOM"), ("-C", "C"), ("-CT", "CT"), ("-CTO", "CTO"))
     for sfx, _ in variants[1:]:
         assert f"[done] 6-align{sfx}" in run.stdout and f"[done] 7-finetune{sfx}" in run.stdout

@@ -22,12 +22,18 @@ def _first_section(out: Path) -> str:
     return text[text.index("## ScienceQA accuracy") : text.index("Total step time")]
 
 
-def test_same_seed_and_threads_give_the_same_numbers(tmp_path):
+def test_same_seed_and_threads_give_the_same_numbers(tmp_path, monkeypatch, capsys):
+    """The first run trains the micro CLIP in a second process beside the LM (2 CPUs), the second one after it
+    (1 CPU): the numbers do not depend on it."""
+    import scitune.threads
     from scitune.demo import DemoConfig, run_demo
 
     outs = [tmp_path / f"run{i}" for i in range(2)]
-    for out in outs:
+    for cpus, out in zip((2, 1), outs):
+        monkeypatch.setattr(scitune.threads, "usable_cpus", lambda cpus=cpus: cpus)
         run_demo(DemoConfig(out=str(out), size="test", progress=False, threads=1, seed=3, ocr="truth"))
+    printed = capsys.readouterr().out
+    assert printed.count("3-clip ... (in a second process, beside 4-lm)") == 1  # the first run only
     a, b = (_numbers(o) for o in outs)
     assert a == b
     assert a["headline"]["CTOM"]["scienceqa"]["image"] is not None

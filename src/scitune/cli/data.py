@@ -138,6 +138,13 @@ def _scifig_parser() -> ArgumentParser:
         "the demo's: figure-type,trend,count-curves,count-groups,count-bars,count-nodes,count-equations,"
         "bar-color,correlation)",
     )
+    f.add_argument(
+        "--fixed_choices",
+        type=bool,
+        default=False,
+        help="list choices in a fixed order (counts ascending over their whole range, names in vocabulary order) "
+        "instead of shuffled",
+    )
     f.add_argument("--workers", type=int, default=2, help="rendering processes (the files do not depend on it)")
     f.add_argument("--preview", type=bool, default=False, help="also write OUT/preview.png, a grid of each figure type")
     f.add_argument("--preview_per_type", type=int, default=4, help="figures per type in the preview grid")
@@ -156,7 +163,7 @@ def _scifig(args: Any) -> int:
     counts = split_counts(args.n)
     config = SciFigConfig(n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
                           image_size=args.image_size, seed=args.seed, questions_per_figure=args.questions_per_figure,
-                          kinds=tuple(args.kinds))  # fmt: skip
+                          kinds=tuple(args.kinds), fixed_choices=args.fixed_choices)  # fmt: skip
     manifest = generate_scifig(args.out, config, progress=args.progress, workers=args.workers)
     if args.preview:
         path = Path(args.out) / "preview.png"

@@ -65,20 +65,26 @@ class Demo:
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
 
-    def step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run ``fn`` unless ``steps/<name>.json`` says it is done; print a one-line summary either way."""
+    def step(self, name: str, fn: Callable[[], dict[str, Any]], announce: bool = True) -> dict[str, Any]:
+        """Run ``fn`` unless ``steps/<name>.json`` says it is done; print a one-line summary either way.
+
+        Steps 5 and 8 cover every stage-1 variant: done for other variants (``scitune demo`` first, then
+        ``--ablation`` in the same folder), they run again; the others are reused."""
         marker = self.path("steps", f"{name}.json")
+        variants = list(self.variants) if name in ("5-convert", "8-evaluate") else None
         if marker.is_file():
             done = read_json(marker)
-            print(f"[skip] {name}: done earlier ({done['line']})", flush=True)
-            return done
-        print(f"[run ] {name} ...", flush=True)
+            if done.get("variants", ["CTOM"] if variants else None) == variants:
+                print(f"[skip] {name}: done earlier ({done['line']})", flush=True)
+                return done
+        if announce:
+            print(f"[run ] {name} ...", flush=True)
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         line = result.pop("line")
         # CPU seconds of this process too: on a shared machine the wall time also counts other people's work
         done = {"seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
-                "line": line, "summary": result}  # fmt: skip
+                "line": line, "summary": result, **({"variants": variants} if variants else {})}  # fmt: skip
         write_json(marker, done)
         print(f"[done] {name} in {done['seconds']}s: {line}", flush=True)
         return done
@@ -104,9 +110,75 @@ class Demo:
             plan.append((f"6-align{sfx}", lambda v=v: steps.train_stage(self, "align", v)))
             plan.append((f"7-finetune{sfx}", lambda v=v: steps.train_stage(self, "finetune", v)))
         plan.append(("8-evaluate", lambda: evaluate(self)))
-        records = {name: self.step(name, fn) for name, fn in plan}
+        records, beside = {}, None
+        try:
+            for name, fn in plan:
+                if name == "3-clip" and self._clip_beside_lm():
+                    beside = _start_clip_process(self.cfg)  # the micro CLIP trains in a second process
+                    continue
+                records[name] = self.step(name, fn)
+                if name == "4-lm" and beside is not None:
+                    records["3-clip"] = _finish_clip_process(*beside)
+        finally:
+            if beside is not None and beside[0].is_alive():  # this process failed first: stop the other
+                beside[0].terminate()
+        records = {name: records[name] for name, _ in plan}
         write_report(self, records)
         return records
+
+    def _clip_beside_lm(self) -> bool:
+        """Whether steps 3 and 4 (independent: both need only the data and the tokenizer) run side by side: when
+        both are still to do and this process may use 2 CPUs or more. Each trains on its own seed in one process of
+        ``--threads`` threads, so the numbers are the same either way; only the wall time differs."""
+        from scitune.threads import usable_cpus
+
+        todo = [n for n in ("3-clip", "4-lm") if not self.path("steps", f"{n}.json").is_file()]
+        return len(todo) == 2 and usable_cpus() >= 2
+
+
+def _clip_step(cfg: DemoConfig, conn: Any) -> None:
+    """Step 3 in a child process (`Demo._clip_beside_lm`), without a progress bar (the LM's shows); sends back its
+    record, or the exception it raised."""
+    from scitune.demo import steps
+    from scitune.threads import configure
+
+    try:
+        demo = Demo(cfg)
+        configure(cfg.threads)
+        conn.send(("ok", demo.step("3-clip", lambda: steps.make_clip(demo), announce=False)))
+    except BaseException as e:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            conn.send(("error", e))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+def _start_clip_process(cfg: DemoConfig) -> tuple[Any, Any]:
+    import multiprocessing
+
+    print("[run ] 3-clip ... (in a second process, beside 4-lm)", flush=True)
+    from dataclasses import fields
+
+    ctx = multiprocessing.get_context("spawn")
+    options = {f.name: getattr(cfg, f.name) for f in fields(DemoConfig)}  # cfg may be the CLI's namespace
+    cfg = DemoConfig(**{**options, "progress": False})
+    mine, theirs = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_clip_step, args=(cfg, theirs), name="scitune-demo-clip", daemon=True)
+    proc.start()
+    return proc, mine
+
+
+def _finish_clip_process(proc: Any, conn: Any) -> dict[str, Any]:
+    """Wait for step 3's process and return its record; raise what it raised (a rerun resumes at step 3)."""
+    try:
+        status, value = conn.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"step 3-clip: its process ended without a result (exit code {proc.exitcode})") from None
+    proc.join()
+    if status == "error":
+        raise value
+    return value
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:

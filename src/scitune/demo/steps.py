@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scitune.io import read_json, write_json, write_jsonl
+from scitune.io import read_json, write_jsonl
 
 if TYPE_CHECKING:
     from scitune.demo.runner import Demo
@@ -61,11 +61,14 @@ def scicap_source(demo: Demo, split: str) -> Path:
 def make_data(demo: Demo) -> dict[str, Any]:
     """Step 1: render SciFig (train/val/test) with its questions, then OCR per ``--demo.ocr``."""
     from scitune.sources.scifig import SciFigConfig, generate_scifig
+    from scitune.threads import usable_cpus
 
     s = demo.size
     cfg = SciFigConfig(n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, image_size=s.image_size,
-                       seed=demo.cfg.seed, questions_per_figure=s.questions_per_figure, kinds=s.kinds)  # fmt: skip
-    manifest = generate_scifig(demo.path("scifig"), cfg, progress=demo.cfg.progress)
+                       seed=demo.cfg.seed, questions_per_figure=s.questions_per_figure, kinds=s.kinds,
+                       fixed_choices=s.fixed_choices)  # fmt: skip
+    workers = usable_cpus()  # the files do not depend on it; on a busy machine more processes get a larger share
+    manifest = generate_scifig(demo.path("scifig"), cfg, progress=demo.cfg.progress, workers=workers)
     note = run_ocr(demo)
     counts, probs = manifest["counts"], manifest["problems"]
     line = (f"{sum(counts.values())} figures {counts}, {sum(probs.values())} MCQs "
@@ -167,39 +170,10 @@ def lm_corpus(demo: Demo, tokenizer: Any) -> list[Any]:
     figures, _ = build_records(load_scicap(scicap_source(demo, "train")), "CTOM", demo.cfg.seed)
     corpus = _corpus(demo.path("scifig"))
     sqa = load_scienceqa(root / "problems.json", root / "pid_splits.json", "train")
-    drills = letter_drills(sqa.problems, sqa.pids, demo.size.prompt_format, demo.cfg.seed, demo.size.letter_drills)
     if not demo.size.lm_mcq_dialogues:  # the MCQs are stage 2's to learn, with their figures
-        return chat_documents(figures + drills, tokenizer) + corpus["lectures"] + corpus["solutions"]
+        return chat_documents(figures, tokenizer) + corpus["lectures"] + corpus["solutions"]
     mcqs = convert_scienceqa(sqa.problems, sqa.pids, demo.size.prompt_format)
-    return chat_documents(figures + mcqs + drills, tokenizer) + corpus["lectures"]
-
-
-def letter_drills(
-    problems: dict[str, Any], pids: list[str], prompt_format: str, seed: int, per_problem: int
-) -> list[dict[str, Any]]:
-    """Option-letter drills: the skill of answering a multiple-choice question by its letter, which every real LLM
-    brings and a micro LM does not.
-
-    Each drill is a train question with its choices shuffled again and an answer that names one choice *drawn at
-    random* (not the correct one: no knowledge of the figures is taught, only the lookup) and then its letter, in
-    the ending the stage-2 targets have (`with_letter`): ``So, the answer is <choice> (<letter>). The answer is
-    <letter>.``. Off by default (``DemoSize.letter_drills``): too few LM steps learn the lookup (see there).
-    """
-    import numpy as np
-
-    from scitune.sources.converters.scienceqa import OPTIONS, build_prompt
-
-    rng, out = np.random.default_rng([seed, 19]), []
-    for pid in pids:
-        for k in range(per_problem):
-            p = problems[pid]
-            choices = [p["choices"][int(i)] for i in rng.permutation(len(p["choices"]))]
-            pick = int(rng.integers(len(choices)))
-            question, _ = build_prompt({**p, "choices": choices, "answer": pick}, prompt_format)
-            answer = f"So, the answer is {choices[pick]} ({OPTIONS[pick]}). The answer is {OPTIONS[pick]}."
-            out.append({"id": f"{pid}-drill{k}", "conversations": [{"from": "human", "value": question},
-                                                                    {"from": "gpt", "value": answer}]})  # fmt: skip
-    return out
+    return chat_documents(figures + mcqs, tokenizer) + corpus["lectures"]
 
 
 def make_lm(demo: Demo) -> dict[str, Any]:
@@ -224,33 +198,12 @@ def convert(demo: Demo) -> dict[str, Any]:
                                     variant=v, seed=demo.cfg.seed)  # fmt: skip
         out[f"align_{v}"] = rep["written"]
     fmt, src = demo.size.prompt_format, root / "scienceqa"
-    if demo.size.letter_after_choice:  # the train problems with the closing sentence naming the option's letter
-        problems, splits = read_json(src / "problems.json"), read_json(src / "pid_splits.json")
-        src = demo.path("data", "scienceqa-train")
-        write_json(src / "problems.json", {p: with_letter(problems[p]) for p in splits["train"]})
-        write_json(src / "pid_splits.json", {"train": splits["train"]})
     rep = ScienceQAConverter().run(str(src), str(demo.path("data", "finetune.jsonl")), split="train",
                                    prompt_format=fmt)  # fmt: skip
     out["finetune"] = rep["records"]
     parts = ", ".join(f"{n} align-{v}" for v, n in ((v, out[f"align_{v}"]) for v in demo.variants))
     line = f"{parts} records (scicap converter); {rep['records']} finetune records (scienceqa, {fmt})"
     return {"line": line, "records": out, "prompt_format": fmt}
-
-
-def with_letter(problem: dict[str, Any]) -> dict[str, Any]:
-    """``problem`` with its solution closing ``So, the answer is <choice> (<letter>).`` instead of naming the choice
-    alone (``DemoSize.letter_after_choice``): the letter follows the choice at once, a 2-step lookup (the option
-    list has the letter 2 tokens before the choice), where SciFig's ending names the choice 5 tokens before ``The
-    answer is <letter>.`` (3 steps). Measured on the micro size (issue 19) it did not help: the letter in the
-    parentheses matched the named choice 24 % of the time (chance), so it is off by default.
-    """
-    from scitune.sources.converters.scienceqa import OPTIONS
-
-    value, letter = problem["choices"][problem["answer"]], OPTIONS[problem["answer"]]
-    solution, tail = problem["solution"].strip(), f"So, the answer is {value}."
-    if solution.endswith(tail):
-        solution = solution[: -len(tail)].rstrip()
-    return {**problem, "solution": f"{solution} So, the answer is {value} ({letter})."}
 
 
 def run_config(demo: Demo, stage: str, variant: str) -> Any:

@@ -332,3 +332,35 @@ def test_kinds_filter_asks_only_those_kinds_and_is_checked():
     assert seen <= set(GLANCE_KINDS) and len(seen) >= 5
     with pytest.raises(ValueError, match="unknown"):
         SciFigConfig(kinds=("no-such-kind",))
+
+
+def test_fixed_choices_keep_the_questions_and_fix_the_order():
+    """fixed_choices changes only the order (and the count windows): same questions, answers, grades and solutions;
+    the choices in pool order, so each answer has one letter per question kind; counts span the kind's range."""
+    from scitune.sources.scifig import question_kind
+    from scitune.sources.scifig.render import COLOR_NAMES, CORRELATIONS, TRENDS
+
+    vocab = {"trend": TRENDS, "correlation": [f"{c} correlation" for c in CORRELATIONS], "bar-color": COLOR_NAMES,
+             "figure-type": FIGURE_TYPES, "figure-choice": FIGURE_TYPES}  # fmt: skip
+    letters: dict[tuple[str, str], set[int]] = {}
+    for index in range(70):
+        fig = make_figure(5, index, "train", image_size=32)
+        shuffled, fixed = make_questions(fig, 10), make_questions(fig, 10, fixed_choices=True)
+        assert shuffled.keys() == fixed.keys()
+        for pid, p in fixed.items():
+            q, kind = shuffled[pid], question_kind(p["question"])
+            same = ("question", "hint", "grade", "solution", "skill", "lecture")
+            assert all(p[k] == q[k] for k in same) and p["choices"][p["answer"]] == q["choices"][q["answer"]]
+            if kind.startswith("count-"):
+                values = [int(c) for c in p["choices"]]
+                assert values == list(range(values[0], values[0] + 4))  # ascending, 4 consecutive counts
+                letters.setdefault((kind, p["choices"][p["answer"]]), set()).add(p["answer"])
+            elif kind in vocab:
+                assert p["choices"] == sorted(p["choices"], key=list(vocab[kind]).index)
+                if kind != "bar-color":  # all of the vocabulary is shown: one letter per answer
+                    assert len(p["choices"]) == len(vocab[kind])
+                    letters.setdefault((kind, p["choices"][p["answer"]]), set()).add(p["answer"])
+            elif pid.endswith("-txt") and "arrows go" not in p["hint"] and "Equation (1)" not in p["hint"]:
+                at = [p["hint"].index(f" {c} ") for c in p["choices"]]
+                assert at == sorted(at)  # names in the hint's order
+    assert len(letters) >= 15 and all(len(v) == 1 for v in letters.values()), letters

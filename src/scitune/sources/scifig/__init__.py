@@ -15,12 +15,23 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from scitune.sources.scifig.text import (
+    _NUMBERS,  # noqa: F401  (kept importable: tests read it)
+    _TREND_VERB,  # noqa: F401
+    _article,
+    _fmt,
+    _join,
+    _pick,
+    _plural,
+    _the,
+    _var,
+    describe,
+)
+
 FIGURE_TYPES: tuple[str, ...] = ("Graph Plot", "Scatterplot", "Node Diagram", "Equation", "Bar Chart")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FORMAT_VERSION = 2
 _TXT_EVERY, _TXT_AT, _NO_AT = 7, 3, 6  # figure i also gets a text-context question if i % 7 == 3, no-context if 6
-_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-_TREND_VERB = {"increasing": "increases", "decreasing": "decreases", "rises then falls": "rises then falls"}
 _EVIDENCE = {
     "Graph Plot": "draws lines that connect measurements along two numbered axes",
     "Scatterplot": "marks separate, unconnected points on two numbered axes",
@@ -110,6 +121,10 @@ class SciFigConfig:
     """Figure types to draw, cycled through so that every split is balanced."""
     kinds: tuple[str, ...] = ()
     """Image-question kinds to ask (`QUESTION_KINDS` names, e.g. `GLANCE_KINDS`); empty = every kind."""
+    fixed_choices: bool = False
+    """List each question's choices in a fixed order, as printed exams do (counts ascending over the kind's whole
+    range, names in the vocabulary's order, a text question's names in its hint's order), so the answer's letter
+    follows from the answer; default: shuffled, and counts are 4 values around the answer."""
 
     def __post_init__(self) -> None:
         self.types = tuple(self.types)
@@ -154,95 +169,6 @@ def figure_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index, stream])
 
 
-def _plural(noun: str, n: int = 2) -> str:
-    if n == 1 or noun.endswith("species"):
-        return noun
-    return noun + "es" if noun.endswith("ss") else (noun[:-1] + "ies" if noun.endswith("ry") else noun + "s")
-
-
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _the(name: str) -> str:
-    """'the sine wave', but "Newton's second law" (a possessive name takes no article)."""
-    return name if "'" in name else f"the {name}"
-
-
-def _var(label: str) -> str:
-    """An axis label without its unit, lower-cased unless it is an acronym: 'Time (s)' -> 'time'."""
-    name = label.split(" (")[0]
-    return name if name[:2].isupper() else name.lower()
-
-
-def _fmt(v: float, span: float) -> str:
-    return f"{round(v, 2 if span <= 1 else (1 if span <= 10 else 0)):g}"
-
-
-def _describe(s: dict[str, Any], rng: np.random.Generator) -> tuple[str, list[str], str]:
-    """Caption, mentions and the lead sentence of the citing paragraph, all read off the spec."""
-    ref = f"{_pick(rng, ['Fig.', 'Figure'])} {int(rng.integers(1, 10))}"
-    t = s["type"]
-    if t in ("Graph Plot", "Scatterplot", "Bar Chart"):
-        d, n = s["domain"], len(s["names"])
-        y, x, ent = _var(d["y"]), _var(d["x"]), _plural(d["entity"], n)
-        cap_y = y[0].upper() + y[1:]
-    if t == "Graph Plot":
-        parts = [f"{se['name']} ({se['color']}) {_TREND_VERB[se['trend']]}" for se in s["series"]]
-        caption = f"{cap_y} versus {x} for {_NUMBERS[n]} {ent}: {_join(parts)}."
-        a = s["series"][0]
-        mentions = [f"As shown in {ref}, the {y} of {a['name']} {_TREND_VERB[a['trend']]} with {x}."]
-        if n > 1:
-            b = s["series"][1]
-            lead = "In contrast" if b["trend"] != a["trend"] else "Likewise"
-            mentions.append(f"{lead}, {b['name']} {_TREND_VERB[b['trend']]}.")
-        return caption, mentions, f"We track how the {y} of each {d['entity']} changes with {x}."
-    if t == "Scatterplot":
-        corr = "no clear correlation" if s["correlation"] == "no clear" else f"a {s['correlation']} correlation"
-        groups = _join([f"{g['name']} in {g['color']}" for g in s["groups"]])
-        caption = f"Scatterplot of {y} against {x} for {_NUMBERS[n]} {ent} ({groups}); the points show {corr}."
-        mentions = [f"{ref} plots {y} against {x} for {_join(s['names'])}.", f"The points show {corr} between them."]
-        return caption, mentions, f"We measured {y} and {x} for each {d['entity']}."
-    if t == "Bar Chart":
-        span = d["y_range"][1] - d["y_range"][0]
-        hi, lo = int(np.argmax(s["heights"])), int(np.argmin(s["heights"]))
-        tall, short = s["names"][hi], s["names"][lo]
-        vals = f" ({_fmt(s['heights'][hi], span)})", f" ({_fmt(s['heights'][lo], span)})"
-        caption = (
-            f"{cap_y} by {_var(d['x'])} for {_NUMBERS[n]} {ent}; {tall} has the tallest bar{vals[0]} and "
-            f"{short} the shortest{vals[1]}."
-        )
-        mentions = [f"As {ref} shows, {tall} has the highest {y}, while {short} has the lowest."]
-        return caption, mentions, f"We compare the {y} of {_NUMBERS[n]} {ent}."
-    if t == "Node Diagram":
-        n, m = len(s["nodes"]), len(s["edges"])
-        deg = max(nd["degree"] for nd in s["nodes"])
-        nouns = _plural(s["noun"], n)
-        caption = (
-            f"A {s['kind']} of {_NUMBERS[n]} {nouns} connected by {_NUMBERS[m]} arrows; {s['hub']} has the "
-            f"most connections ({deg})."
-        )
-        mentions = [f"{ref} depicts the {s['kind']} with its {_NUMBERS[n]} {nouns}."]
-        mentions.append(f"{s['hub']} is the most connected {s['noun']}, with {deg} links.")
-        return caption, mentions, f"We describe the {s['kind']} as a directed graph."
-    eqs = s["equations"]
-    if len(eqs) == 1:
-        name = _the(eqs[0]["name"])
-        caption = f"{name[0].upper()}{name[1:]}: {eqs[0]['text']}."
-    else:
-        parts = [f"({k + 1}) {_the(e['name'])}, {e['text']}" for k, e in enumerate(eqs)]
-        caption = f"{_NUMBERS[len(eqs)].capitalize()} numbered equations: {'; '.join(parts)}."
-    k = int(rng.integers(len(eqs)))
-    mentions = [f"We define {eqs[k]['lhs']} as {_the(eqs[k]['name'])} in Eq. ({k + 1}) of {ref}."]
-    if len(eqs) > 1:
-        mentions.append(f"{ref} lists {_NUMBERS[len(eqs)]} equations in total.")
-    return caption, mentions, "We now state the equations used in our analysis."
-
-
-def _pick(rng: np.random.Generator, seq: Any) -> Any:
-    return seq[int(rng.integers(len(seq)))]
-
-
 def _render() -> Any:
     """The drawing module (and the vocabulary of what can be drawn), imported on first use: it needs matplotlib."""
     try:
@@ -271,23 +197,19 @@ def make_figure(
     rng = figure_rng(seed, split, index)
     spec = scifig_render.SAMPLERS[figure_type](rng)
     image, items, found = scifig_render.render(spec, image_size)
-    caption, mentions, lead = _describe(spec, rng)
+    caption, mentions, lead = describe(spec, rng)
     meta = {**spec, "seed": seed, "index": index, "text_items": [list(it) for it in items], "canvas_texts": found}
     return SciFigFigure(id=f"scifig-{split}-{index:06d}", split=split, figure_type=figure_type, caption=caption,
                         ocr_text=" ".join(o for _, o in items), mentions=mentions, image=image, meta=meta,
                         paragraphs=[" ".join([lead, *mentions])])  # fmt: skip
 
 
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
 class _Questions(list):
     """Question candidates (correct answer first, distractors drawn from a pool) for one figure."""
 
-    def __init__(self, rng: np.random.Generator, category: str) -> None:
+    def __init__(self, rng: np.random.Generator, category: str, fixed: bool = False) -> None:
         super().__init__()
-        self.rng, self.category = rng, category
+        self.rng, self.category, self.fixed = rng, category, fixed
 
     def add(self, question: str, correct: str, pool: Any, solution: str, skill: str, category: str = "") -> None:
         if not solution.rstrip(".").endswith(correct):  # every solution ends by naming the answer, as ScienceQA's
@@ -295,23 +217,28 @@ class _Questions(list):
         others = [p for p in pool if p != correct]
         k = min(4 if len(pool) == 5 else 3, len(others))  # at most 5 choices, as ScienceQA
         wrong = [others[int(i)] for i in self.rng.permutation(len(others))[:k]]
+        rank = [list(pool).index(c) for c in (correct, *wrong)]  # each choice's place in the pool (fixed order)
         self.append({"question": question, "correct": correct, "wrong": wrong, "solution": solution,
-                     "category": category or self.category, "skill": skill})  # fmt: skip
+                     "category": category or self.category, "skill": skill, "rank": rank})  # fmt: skip
 
     def count(self, question: str, n: int, solution: str) -> None:
-        start = max(1, n - int(self.rng.integers(0, 4)))
+        start = max(1, n - int(self.rng.integers(0, 4)))  # 4 counts around the answer
+        if self.fixed:  # the kind's whole range instead: the choices say nothing of the answer
+            start = _COUNT_LOWEST[question_kind(question)]
         self.add(question, str(n), [str(v) for v in range(start, start + 4)], solution, "Count objects in a figure")
 
 
+_COUNT_LOWEST = {"count-curves": 1, "count-groups": 1, "count-bars": 3, "count-nodes": 4, "count-equations": 1}
+"""The smallest count `render` draws of each kind (each kind's counts span at most 4 values)."""
 _CATEGORY = {"Graph Plot": "Reading line graphs", "Scatterplot": "Reading scatterplots",
              "Node Diagram": "Reading diagrams", "Equation": "Reading equations",
              "Bar Chart": "Reading bar charts"}  # fmt: skip
 
 
-def _image_questions(s: dict[str, Any], rng: np.random.Generator) -> _Questions:
+def _image_questions(s: dict[str, Any], rng: np.random.Generator, fixed: bool = False) -> _Questions:
     """Every question kind the figure supports; each needs the image to answer."""
     t, v = s["type"], _render()  # v: the drawing vocabulary (trends, colors, equations ...)
-    qs = _Questions(rng, _CATEGORY[t])
+    qs = _Questions(rng, _CATEGORY[t], fixed)
     sol = f"The figure {_EVIDENCE[t]}. So, its type is {t}."
     qs.add("Which type of figure is shown?", t, FIGURE_TYPES, sol, "Identify figure types", "Figure types")
     span = s["y_lim"][1] - s["y_lim"][0] if "y_lim" in s else 1.0
@@ -441,7 +368,9 @@ def _no_context_question(s: dict[str, Any], rng: np.random.Generator) -> dict[st
     return qs[0]
 
 
-def make_questions(figure: SciFigFigure, n: int = 1, kinds: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+def make_questions(
+    figure: SciFigFigure, n: int = 1, kinds: tuple[str, ...] = (), fixed_choices: bool = False
+) -> dict[str, dict[str, Any]]:
     """ScienceQA-schema problems (pid -> problem) about ``figure``, seeded by its (seed, split, index).
 
     Args:
@@ -450,10 +379,11 @@ def make_questions(figure: SciFigFigure, n: int = 1, kinds: tuple[str, ...] = ()
             index % 7 == 3 also get a text-context question (``<id>-txt``: image None, data in the hint) and those
             with index % 7 == 6 a no-context one (``<id>-no``: image None, hint "").
         kinds: ask only image questions of these kinds (empty = any kind).
+        fixed_choices: list the choices in a fixed order (`SciFigConfig.fixed_choices`) instead of shuffled.
     """
     s, split, index = figure.meta, figure.split, figure.meta["index"]
     rng = figure_rng(figure.meta["seed"], split, index, stream=1)
-    candidates = _image_questions(s, rng)
+    candidates = _image_questions(s, rng, fixed_choices)
     if kinds:
         candidates = [q for q in candidates if question_kind(q["question"]) in kinds]
     picks = rng.choice(len(candidates), size=min(n, len(candidates)), replace=False)
@@ -465,7 +395,9 @@ def make_questions(figure: SciFigFigure, n: int = 1, kinds: tuple[str, ...] = ()
     out = {}
     for pid, q, hint, with_image in chosen:
         choices = [q["correct"], *q["wrong"]]
-        order = [int(i) for i in rng.permutation(len(choices))]
+        order = [int(i) for i in rng.permutation(len(choices))]  # drawn either way: the later draws stay the same
+        if fixed_choices:
+            order = sorted(range(len(choices)), key=lambda i: q["rank"][i])
         grade = int(rng.integers(_GRADES[q["category"]][0], _GRADES[q["category"]][1] + 1))
         practice = q["category"] in ("Figure types", "Reading equations")
         subj, top = _PRACTICES if practice else (s["subject"], s["topic"])

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from scitune.io import DataError, atomic_path, read_json, write_json, write_jsonl
 from scitune.sources import scifig
 
-Task = tuple[int, str, int, str, int, int, list[str]]  # (seed, split, index, type, image size, questions, kinds)
+Task = tuple[int, str, int, str, int, int, list[str], bool]  # (seed, split, index, type, size, questions, kinds, fixed)
 
 
 def split_counts(n: int) -> dict[str, int]:
@@ -31,11 +31,11 @@ def split_counts(n: int) -> dict[str, int]:
 
 def render_to_disk(task: Task, out: Path) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
     """Draw one figure and its questions, write ``out/images/<id>.png``; return its id, record and problems."""
-    seed, split, index, figure_type, image_size, n_questions, kinds = task
+    seed, split, index, figure_type, image_size, n_questions, kinds, fixed = task
     fig = scifig.make_figure(seed, index, split, figure_type, image_size)
     with atomic_path(out / "images" / f"{fig.id}.png") as tmp:
         fig.image.save(tmp, format="PNG")
-    return fig.id, fig.to_record(), scifig.make_questions(fig, n_questions, tuple(kinds))
+    return fig.id, fig.to_record(), scifig.make_questions(fig, n_questions, tuple(kinds), fixed)
 
 
 def _lines(path: Path) -> int:
@@ -138,7 +138,7 @@ def write_scifig(out_dir: str | os.PathLike[str], config: scifig.SciFigConfig, p
         return old
     counts = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
     tasks = [(config.seed, split, i, config.types[i % len(config.types)], config.image_size,
-              config.questions_per_figure, list(config.kinds))
+              config.questions_per_figure, list(config.kinds), config.fixed_choices)
              for split in scifig.SPLITS for i in range(counts[split])]  # fmt: skip
     problems: dict[str, dict[str, Any]] = {}
     pid_splits: dict[str, list[str]] = {s: [] for s in scifig.SPLITS}
