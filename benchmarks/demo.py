@@ -139,7 +139,8 @@ def readme_table(results: list[dict[str, Any]]) -> str:
     info = results[0]["info"]
     lines = [f"Pasted by `python benchmarks/demo.py --readme` from {', '.join(r['file'] for r in results)} "
              f"(seed {info.get('seed', 0)}, torch threads {info['threads']}, {info.get('versions', '')}; "
-             f"{info['cpus']} CPUs):", "",
+             f"{info['cpus']} CPUs; with 2 or more, steps 3 and 4 run side by side, so the total is less than the "
+             "sum of the steps):", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
