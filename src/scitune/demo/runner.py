@@ -160,14 +160,14 @@ def _clip_step(cfg: DemoConfig, conn: Any) -> None:
 
 
 def _start_clip_process(cfg: DemoConfig) -> tuple[Any, Any]:
+    """Start step 3 in a spawned process; return the process and the end of the pipe its result comes through."""
     import multiprocessing
-
-    print("[run ] 3-clip ... (in a second process, beside 4-lm)", flush=True)
     from dataclasses import fields
 
-    ctx = multiprocessing.get_context("spawn")
+    print("[run ] 3-clip ... (in a second process, beside 4-lm)", flush=True)
     options = {f.name: getattr(cfg, f.name) for f in fields(DemoConfig)}  # cfg may be the CLI's namespace
     cfg = DemoConfig(**{**options, "progress": False})
+    ctx = multiprocessing.get_context("spawn")
     mine, theirs = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_clip_step, args=(cfg, theirs), name="scitune-demo-clip", daemon=True)
     proc.start()

@@ -21,6 +21,7 @@ from scitune.sources.scifig import (  # noqa: E402
     make_figure,
     make_questions,
 )
+from scitune.sources.scifig import text as scifig_text  # noqa: E402
 
 SQA_KEYS = {"question", "choices", "answer", "hint", "image", "task", "grade", "subject", "topic", "category", "skill",
             "lecture", "solution", "split"}  # fmt: skip
@@ -96,7 +97,7 @@ def test_captions_and_mentions_are_grounded():
             assert f"{tall} has the tallest bar" in fig.caption and tall in ocr.split()
         elif fig.figure_type == "Graph Plot":
             for se in m["series"]:
-                assert f"{se['name']} ({se['color']}) {scifig._TREND_VERB[se['trend']]}" in fig.caption
+                assert f"{se['name']} ({se['color']}) {scifig_text._TREND_VERB[se['trend']]}" in fig.caption
                 y = np.asarray(se["y"])
                 if se["trend"] != "rises then falls":
                     assert (y[-1] > y[0]) == (se["trend"] == "increasing")

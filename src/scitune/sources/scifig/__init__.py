@@ -16,8 +16,6 @@ import numpy as np
 from PIL import Image
 
 from scitune.sources.scifig.text import (
-    _NUMBERS,  # noqa: F401  (kept importable: tests read it)
-    _TREND_VERB,  # noqa: F401
     _article,
     _fmt,
     _join,
