@@ -223,7 +223,7 @@ def run_config(job: dict[str, Any], prof: tt.Profile, work: Path, k: int, meta: 
             "samples_per_s": row["samples_per_s"], "model_gflop_per_step": round(flops / prof.steps / 1e9, 2),
             "gflops_cpu": round(flops / cpu / 1e9, 2), "gflops_wall": round(flops / wall / 1e9, 2),
             "cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "loss_step1": row["loss_step1"],
-            "peak_memory_mb": row["peak_memory_mb"], "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
+            "peak_memory_mb": row["peak_memory_mb"], "peak_rss_mb": row["peak_rss_mb"], "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
 
 
 SYSTEMS = {"hf": ("hf-trainer", False), "scitune": ("scitune", False), "scitune-pack": ("scitune", True)}

@@ -173,6 +173,7 @@ class StepClock:
 
     def __init__(self, device: str, total: int):
         self.device, self.total, self.base, self.stamps, self.memory_mb = device, total, 0, [], None
+        self.peak_rss_mb: float | None = None  # CPU: the process's whole peak RSS while training
 
     @staticmethod
     def _status(key: str) -> int:
@@ -199,6 +200,7 @@ class StepClock:
         if len(self.stamps) == self.total:
             cuda = self.device == "cuda"
             self.memory_mb = (torch.cuda.max_memory_allocated() if cuda else self._status("VmHWM") - self.base) / 2**20
+            self.peak_rss_mb = None if cuda else self._status("VmHWM") / 2**20
 
 
 def global_order(n: int, prof: Profile, total_steps: int) -> list[list[int]]:
@@ -237,7 +239,13 @@ def run_scitune(job: dict[str, Any], prof: Profile) -> dict[str, Any]:
             super()._log(record, step)
 
     result = ClockedTrainer(cfg).run()
-    return {"stamps": clock.stamps, "losses": result.losses, "lengths": lengths, "memory_mb": clock.memory_mb}
+    return {
+        "stamps": clock.stamps,
+        "losses": result.losses,
+        "lengths": lengths,
+        "memory_mb": clock.memory_mb,
+        "peak_rss_mb": clock.peak_rss_mb,
+    }
 
 
 class LlavaCollator:
@@ -325,7 +333,13 @@ def run_hf(job: dict[str, Any], prof: Profile) -> dict[str, Any]:
     )
     trainer.train()
     lengths = [len(r["input_ids"]) for r in rows]
-    return {"stamps": clock.stamps, "losses": losses, "lengths": lengths, "memory_mb": clock.memory_mb}
+    return {
+        "stamps": clock.stamps,
+        "losses": losses,
+        "lengths": lengths,
+        "memory_mb": clock.memory_mb,
+        "peak_rss_mb": clock.peak_rss_mb,
+    }
 
 
 def child_main(job_path: str) -> int:
@@ -375,6 +389,7 @@ def summarize(job: dict[str, Any], runs: list[dict[str, Any]], prof: Profile, me
         "samples_per_cpu_s": round(n / cpu, 3),
         "samples_per_s_each_run": [round(n / (r["stamps"][-1][0] - r["stamps"][w - 1][0]), 3) for r in runs],
         "peak_memory_mb": round(min(r["memory_mb"] for r in runs), 1),
+        "peak_rss_mb": None if runs[0].get("peak_rss_mb") is None else round(min(r["peak_rss_mb"] for r in runs), 1),
         "loss_step1": round(res["losses"][0], 4),
     }
     if meta["peak_tflops"]:  # GPU: always (peak by name); CPU: only against an explicit --peak-tflops
@@ -517,7 +532,8 @@ def run_all(prof: Profile, work: Path, a: argparse.Namespace) -> int:
         "configs": a.configs,
         "repeats": a.repeats,
         "torch_threads": a.threads or "default",
-        "memory": "GPU: torch.cuda.max_memory_allocated; CPU: peak RSS (VmHWM reset at training start) - start RSS",
+        "memory": "GPU: torch.cuda.max_memory_allocated; CPU: peak RSS (VmHWM reset at training start) - start RSS; "
+        "peak_rss_mb: that peak RSS itself (the whole process: model, data, activations, optimizer)",
         "mfu_formula": model_flops.__doc__.strip() if meta["peak_tflops"] else None,
         "peak_bf16_tflops": meta["peak_tflops"],
         "rows": rows,
