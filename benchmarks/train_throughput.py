@@ -198,9 +198,11 @@ class StepClock:
             torch.cuda.synchronize()
         self.stamps.append((time.perf_counter(), time.process_time()))
         if len(self.stamps) == self.total:
-            cuda = self.device == "cuda"
-            self.memory_mb = (torch.cuda.max_memory_allocated() if cuda else self._status("VmHWM") - self.base) / 2**20
-            self.peak_rss_mb = None if cuda else self._status("VmHWM") / 2**20
+            if self.device == "cuda":
+                self.memory_mb = torch.cuda.max_memory_allocated() / 2**20
+            else:  # one read of the peak for both numbers
+                peak = self._status("VmHWM")
+                self.memory_mb, self.peak_rss_mb = (peak - self.base) / 2**20, peak / 2**20
 
 
 def global_order(n: int, prof: Profile, total_steps: int) -> list[list[int]]:
