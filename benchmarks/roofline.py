@@ -32,15 +32,19 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import train_throughput as tt  # noqa: E402  (the model builders, the HF baseline and the step clock)
+from real_data import prepare_real  # noqa: E402
 
 # A 0.1B-class LLM: LLaMA-shaped, 8 layers of width 768, LLaMA's 32k vocabulary (106 M parameters, 81 M of them
 # outside the input embeddings); a CLIP ViT-B/32-shaped encoder (88 M, 49 image tokens). fp32, 1 warm-up + 2 timed
 # optimizer steps of global batch 2 (one micro-batch) per configuration.
 CPU = tt.Profile("roofline", "cpu", tt.clip_shape(768, 12, 12, 224, 32), tt.llama_shape(768, 2048, 8, 12, 12, 32000),
-                 tokenizer_vocab=4096, figures=16, global_batch=2, micro_batch=2, max_length=1024, warmup=1, steps=2,
+                 tokenizer_vocab=4096, figures=16, global_batch=2, micro_batch=2, max_length=2048, warmup=1, steps=2,
                  precision="fp32")  # fmt: skip
 TINY = replace(tt.TINY, name="roofline-tiny", llm=tt.llama_shape(64, 128, 2, 4, 4, 1024))
 PROFILES = {"cpu": CPU, "tiny": TINY}
+# --data real: micro-batches of 4 (LLaVA's scripts use 16 per GPU), 2 per optimizer step, 3 timed steps, so that
+# each row sees 24 samples of the real length spread (the same 24 for every system)
+REAL_BATCH = {"global_batch": 8, "micro_batch": 4, "steps": 3}
 SQUARE = {"cpu": 4096, "tiny": 256}  # the large square GEMM
 
 
@@ -257,6 +261,20 @@ def measure(prof: tt.Profile, work: Path, paths: dict, meta: dict, s: dict, thre
     return peaks, rows
 
 
+def length_spread(lengths: list[int], prof: tt.Profile) -> dict[str, Any]:
+    """Token counts of a stage's samples, and the padded tokens of its timed micro-batches over their real tokens (what
+    a padded batch computes in its linear layers for each token that counts)."""
+    import statistics
+
+    timed = tt.global_order(len(lengths), prof, prof.warmup + prof.steps)[prof.warmup :]
+    micro = [b[k : k + prof.micro_batch] for b in timed for k in range(0, len(b), prof.micro_batch)]
+    real = sum(lengths[i] for m in micro for i in m)
+    padded = sum(len(m) * max(lengths[i] for i in m) for m in micro)
+    return {"tokens_min": min(lengths), "tokens_median": statistics.median(lengths),
+            "tokens_mean": round(statistics.mean(lengths), 1), "tokens_max": max(lengths),
+            "timed_padded_over_real": round(padded / real, 3)}  # fmt: skip
+
+
 def print_table(peaks: dict[int, dict], rows: list[dict]) -> None:
     cols = ["threads", "stage", "system", "packing", "samples_per_cpu_s", "vs_hf_cpu_time", "model_gflop_per_step",
             "gflops_cpu", "gemm_peak_gflops_cpu", "fraction_of_peak", "samples_per_s", "vs_hf_wall", "loss_step1"]  # fmt: skip
@@ -277,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (>= 1)")
     ap.add_argument("--global-batch", type=int, default=None, help="samples per optimizer step")
     ap.add_argument("--micro-batch", type=int, default=None, help="samples per forward")
+    ap.add_argument("--data", choices=("real", "scifig"), default="real",
+                    help="real: the length spread of the public SciCap/ScienceQA records in ../shared/data (default); "
+                    "scifig: SciFig records of similar length")  # fmt: skip
     ap.add_argument("--check-samples", type=int, default=2, help="samples per stage checked against FlopCounterMode")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/roofline_<profile>.json)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
@@ -286,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(gemm_child(json.loads(Path(a.gemm_child).read_text()))))
         return 0
     prof = replace(PROFILES[a.profile], stages=tuple(a.stages.split(",")))
+    if a.data == "real" and a.profile == "cpu":
+        prof = replace(prof, **REAL_BATCH)
     for key in ("steps", "warmup", "global_batch", "micro_batch"):
         setattr(prof, key, getattr(a, key) or getattr(prof, key))
     prof.warmup = max(1, prof.warmup)
@@ -296,8 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scitune-roofline-") as tmp:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        done = work / f"prepared-{prof.name}.json"  # a --work folder of an earlier run of this profile is reused
-        paths = json.loads(done.read_text()) if done.exists() else tt.prepare(work, prof)
+        data_dir = work / f"data-{prof.name}-{a.data}"  # the records and models; an earlier --work run's are reused
+        done = data_dir / "prepared.json"
+        if done.exists():
+            paths = json.loads(done.read_text())
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            paths = (prepare_real(data_dir, prof, tt.build_random_models, tt.model_config) if a.data == "real"
+                     else tt.prepare(data_dir, prof))  # fmt: skip
         done.write_text(json.dumps(paths))
         from scitune.loader import build
 
@@ -313,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(peaks, rows)
     report = {
         "profile": asdict(prof),
+        "data": {
+            "kind": a.data,
+            **{st: {**paths[st], **length_spread(meta["lengths"][st], prof)} for st in prof.stages},
+        },
         "hardware": {
             **tt.hardware(prof),
             "load_avg_start": [round(x, 2) for x in load0],

@@ -39,6 +39,22 @@ def test_tiny_run_writes_the_table_and_its_flops_match_the_counter(rl, tmp_path)
     assert (row["stage"], row["system"], row["packing"], row["threads"]) == ("finetune", "scitune", True, 1)
     assert 0 < row["fraction_of_peak"] == round(row["gflops_cpu"] / gemm["peak_gflops_cpu"], 3)
     assert row["vs_hf_cpu_time"] is None and row["model_gflop_per_step"] > 0
+    # the default data: the public SciCap/ScienceQA records, every one kept unless it exceeds the context
+    data = rep["data"]
+    assert data["kind"] == "real" and data["finetune"]["records"] + data["finetune"]["left_out_too_long"] == 100
+    records = [json.loads(line) for line in Path(data["finetune"]["data"]).read_text().splitlines()]
+    assert len(records) == data["finetune"]["records"] and 0 < sum("image" in r for r in records) < len(records)
+    assert all((Path(data["finetune"]["image_root"]) / r["image"]).is_file() for r in records if "image" in r)
+
+
+def test_real_records_keep_the_length_spread(rl, tmp_path):
+    from real_data import real_records
+
+    sets = real_records(tmp_path)
+    assert {k: len(v[0]) for k, v in sets.items()} == {"align": 300, "finetune": 100}
+    chars = sorted(sum(len(c["value"]) for c in r["conversations"]) for r in sets["finetune"][0])
+    assert chars[-1] > 10 * chars[0]  # the spread that padding wastes compute on
+    assert all((sets["align"][1] / r["image"]).is_file() for r in sets["align"][0])
 
 
 def test_attention_counts_and_stage_passes(rl):

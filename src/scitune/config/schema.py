@@ -185,7 +185,8 @@ class DataConfig:
     image_placement: Literal["as-is", "before", "after", "random"] = "as-is"
     """Where to add <image> in the first human turn of records that have an image but no placeholder."""
     packing: bool = False
-    """Pack each micro-batch's samples into few rows of max_length (position ids restart, attention isolated)."""
+    """Pack each micro-batch's samples into one row with no padding (position ids restart; on SDPA each sample
+    attends to itself only, through the ``sdpa_varlen`` attention)."""
     feature_cache: str | None = None
     """Folder from `scitune data cache-features`: the align stage reads frozen vision features from it."""
     num_workers: int = 0

@@ -47,17 +47,27 @@ class StepSampler(Sampler[list[int]]):
             yield from self.plan.micro_batches(*divmod(step, self.plan.steps_per_epoch), self.rank)
 
 
-def packed_row_length(cfg: RunConfig) -> int | None:
+def packed_row_length(cfg: RunConfig, per_sample_attention: bool = False) -> int | None:
     """Row length that ``--data.packing`` fills.
 
-    With FlashAttention: the whole micro-batch in one row (transformers' FlashAttention path reads packed sequences
-    from position ids only in a single row, and its varlen kernel does no work across samples). With SDPA/eager
-    (None): rows as long as the micro-batch's longest sample, so shorter samples share a row but a row's attention,
-    computed over the whole row under a block-diagonal mask, is never larger than the padded batch's.
+    With FlashAttention, or SDPA attending per sample (`scitune.model.varlen`, ``per_sample_attention``): the whole
+    micro-batch in one row, with no padding at all (the attention does no work across samples). Otherwise (eager, or
+    SDPA under torch.compile; None): rows as long as the micro-batch's longest sample, so shorter samples share a row
+    but a row's attention, computed over the whole row under a block-diagonal mask, is never larger than the padded
+    batch's.
     """
-    if (cfg.model.llm.attn_implementation or "").startswith("flash_attention"):
+    if per_sample_attention or (cfg.model.llm.attn_implementation or "").startswith("flash_attention"):
         return cfg.data.max_length * cfg.train.micro_batch_size
     return None
+
+
+def packing_is_exact(cfg: RunConfig, per_sample_attention: bool) -> bool:
+    """Whether packed rows keep samples apart under this run's attention: FlashAttention (varlen), SDPA attending per
+    sample, or a transformers that masks packed rows (`scitune.model.varlen.masks_packed_rows`)."""
+    from scitune.model.varlen import masks_packed_rows
+
+    flash = (cfg.model.llm.attn_implementation or "").startswith("flash_attention")
+    return per_sample_attention or flash or masks_packed_rows()
 
 
 def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, row_length: int | None) -> dict[str, Any]:

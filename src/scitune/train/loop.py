@@ -24,9 +24,10 @@ from scitune.data.tokenize import IGNORE_INDEX
 from scitune.io import DataError, fsync_file, read_log_lines, write_text
 from scitune.loader import build, load_checkpoint, save_files, with_template
 from scitune.model.checkpoint import RUN_CONFIG_FILE, write_checkpoint
+from scitune.model.varlen import packed_kwargs, varlen_attention
 from scitune.outputs import read_manifest
 from scitune.train import run_dir as runs
-from scitune.train.batches import StepSampler, collate_batch, load_data, packed_row_length
+from scitune.train.batches import StepSampler, collate_batch, load_data, packed_row_length, packing_is_exact
 from scitune.train.checkpointing import checkpoint_step, latest_checkpoint, prune_checkpoints, resolve_resume
 from scitune.train.distributed import configure_accumulation, gather_objects, make_accelerator, reduce_sum
 from scitune.train.fsdp_state import FOLDER as FSDP_FOLDER
@@ -94,6 +95,8 @@ class Trainer:
         self.saved_fingerprint: dict[str, Any] | None = None
         self.skipped: dict[str, dict[str, Any]] = {}
         self._last_good: dict[str, Any] | None = None
+        self.varlen = False  # packed rows attend per sample (set for the training loop)
+        self.packing = False  # --data.packing, where packed rows stay exact
         if not self.acc.is_main_process:  # one copy of each log line
             logging.getLogger().setLevel(logging.WARNING)
 
@@ -209,7 +212,17 @@ class Trainer:
             accum,
             self.world,
         )
-        losses = self._loop(model, optimizer, scheduler, data, plan, step, total)
+        # packed rows on SDPA: attention per sample, not over the whole row under a mask (the saved config keeps sdpa)
+        with varlen_attention(self._unwrapped(model).llm, cfg.data.packing and not tc.compile) as self.varlen:
+            self.packing = cfg.data.packing and packing_is_exact(cfg, self.varlen)
+            if cfg.data.packing and not self.packing:
+                attn = cfg.model.llm.attn_implementation or "sdpa"
+                log.warning(
+                    "--data.packing is off: this transformers lets packed samples attend to each other under %s "
+                    "attention (use transformers >= 4.53, or FlashAttention-2)",
+                    attn,
+                )
+            losses = self._loop(model, optimizer, scheduler, data, plan, step, total)
         final = self._save(model, optimizer, scheduler, total, self.out / "final")
         acc.end_training() if tc.report_to else None
         if acc.is_main_process:
@@ -245,7 +258,7 @@ class Trainer:
                 # accelerate counts the micro-batches: gradients are reduced (DDP/FSDP) and DeepSpeed steps its
                 # engine only on the last of the step's `plan.accum` (the accelerator's gradient_accumulation_steps)
                 with acc.accumulate(model), acc.autocast(), self._activation_offload():
-                    ce = batch_loss_sum(model, _to_device(b, acc.device), b["labels"], mode) * weight
+                    ce = batch_loss_sum(model, _to_device(b, acc.device, self.varlen), b["labels"], mode) * weight
                     # normalise by the global token count; DDP averages over processes, so scale by world; and
                     # accelerate (or DeepSpeed) divides by the accumulation steps, which the token count already did
                     acc.backward(ce / n_tokens * (self.world * plan.accum))
@@ -291,11 +304,11 @@ class Trainer:
         them ahead of the training step (images decoded and processed, rows collated)."""
         dc = self.cfg.data
         workers = max(0, dc.num_workers)
-        row = packed_row_length(self.cfg)
+        row = packed_row_length(self.cfg, self.varlen)
         return DataLoader(
             data,
             batch_sampler=StepSampler(plan, step, total, self.rank),
-            collate_fn=partial(collate_batch, pad=pad, packing=dc.packing, row_length=row),
+            collate_fn=partial(collate_batch, pad=pad, packing=self.packing, row_length=row),
             num_workers=workers,
             prefetch_factor=2 * plan.accum if workers else None,
             pin_memory=self.acc.device.type == "cuda",
@@ -415,10 +428,14 @@ class Trainer:
             prune_checkpoints(self.out, self.cfg.train.keep_last, self.run_record.get("run_id", ""))
 
 
-def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
-    """The model's inputs of a collated batch, on ``device`` (labels stay where they are)."""
+def _to_device(batch: dict[str, Any], device, varlen: bool = False) -> dict[str, Any]:
+    """The model's inputs of a collated batch, on ``device`` (labels stay where they are); with ``varlen``, a
+    packed batch also gets its sample spans (`packed_kwargs`) for per-sample attention."""
     keys = ("input_ids", "attention_mask", "pixel_values", "position_ids", "image_features", "image_grids")
-    return {k: batch[k].to(device) for k in keys if batch.get(k) is not None}
+    out = {k: batch[k].to(device) for k in keys if batch.get(k) is not None}
+    if varlen and "position_ids" in out and "attention_mask" not in out:
+        out.update(packed_kwargs(out["position_ids"]))
+    return out
 
 
 def tc_max(cfg: RunConfig) -> float:

@@ -33,8 +33,13 @@ def _samples(tmp_path, color_data, processor):
 
 def _loss_and_grads(model, batch):
     model.zero_grad(set_to_none=True)
+    spans = {k: batch[k] for k in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k") if k in batch}
     out = model(
-        batch["input_ids"], batch.get("attention_mask"), batch["pixel_values"], position_ids=batch.get("position_ids")
+        batch["input_ids"],
+        batch.get("attention_mask"),
+        batch["pixel_values"],
+        position_ids=batch.get("position_ids"),
+        **spans,
     )
     ce = token_loss_sum(out.logits, batch["labels"])
     n = int((batch["labels"][:, 1:] != -100).sum())
@@ -56,6 +61,42 @@ def test_packed_equals_unpacked_loss_and_gradients(tmp_path, color_data):
     l2, g2 = _loss_and_grads(model, packed)
     assert abs(l1 - l2) < 1e-5
     assert g1.keys() == g2.keys() and len(g1) > 10
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_varlen_attention_attends_per_sample_with_the_same_loss_and_gradients(tmp_path, color_data, monkeypatch):
+    from scitune.model import varlen
+
+    model, processor = tiny_vlm()
+    prepare_stage(model, "finetune", LoraConfig())
+    data = _samples(tmp_path, color_data, processor)
+    items = [data[i] for i in range(6)]
+    pad = processor.pad_token_id
+    plain = collate(items, pad)
+    one_row = collate_packed(items, pad, max_length=10**6)  # the whole micro-batch in one row, as the trainer packs
+    assert one_row["input_ids"].shape[0] == 1
+    kwargs = varlen.packed_kwargs(one_row["position_ids"])
+    lengths = [len(x["input_ids"]) for x in items]
+    spans = (kwargs["cu_seq_lens_q"][1:] - kwargs["cu_seq_lens_q"][:-1]).tolist()
+    assert sorted(spans) == sorted(lengths) and kwargs["max_length_q"] == max(lengths)
+    calls = []
+    sdpa = varlen.sdpa_varlen_forward
+
+    def counting(module, query, *args, **kw):
+        calls.append((query.shape[2], "cu_seq_lens_q" in kw))
+        return sdpa(module, query, *args, **kw)
+
+    monkeypatch.setattr(varlen, "sdpa_varlen_forward", counting)
+    l1, g1 = _loss_and_grads(model, plain)
+    with varlen.varlen_attention(model.llm) as on:
+        assert on and model.llm.config._attn_implementation == varlen.VARLEN
+        l2, g2 = _loss_and_grads(model, {**one_row, **kwargs})
+        l3, g3 = _loss_and_grads(model, plain)  # a padded batch inside the block: plain SDPA with its mask
+    assert model.llm.config._attn_implementation == "sdpa"  # restored
+    n_layers = model.llm.config.num_hidden_layers
+    assert calls[:n_layers] == [(sum(lengths), True)] * n_layers and len(calls) == 2 * n_layers
+    assert abs(l1 - l2) < 1e-5 and l1 == l3
     for k in g1:
         assert torch.allclose(g1[k], g2[k], atol=1e-5, rtol=1e-4), k
 
@@ -86,6 +127,30 @@ def test_cached_features_give_the_same_align_losses(tmp_path, tiny_base, color_d
     packed = _run(tmp_path, tiny_base, color_data, "packed", feature_cache=str(tmp_path / "cache"), packing=True)
     assert max(abs(a - b) for a, b in zip(plain, cached)) < 1e-6
     assert max(abs(a - b) for a, b in zip(plain, packed)) < 1e-5
+
+
+def test_training_with_packing_attends_per_sample_or_turns_packing_off(tmp_path, tiny_base, color_data, monkeypatch,
+                                                                      caplog):  # fmt: skip
+    from scitune.model import varlen
+
+    spans = []
+    sdpa = varlen.sdpa_varlen_forward
+
+    def counting(module, query, *args, **kw):
+        spans.append(len(kw["cu_seq_lens_q"]) - 1 if "cu_seq_lens_q" in kw else 0)
+        return sdpa(module, query, *args, **kw)
+
+    monkeypatch.setattr(varlen, "sdpa_varlen_forward", counting)
+    plain = _run(tmp_path, tiny_base, color_data, "plain")
+    packed = _run(tmp_path, tiny_base, color_data, "packed", packing=True)
+    assert max(abs(a - b) for a, b in zip(plain, packed)) < 1e-5
+    assert spans and min(spans) >= 2  # every forward of the packed run: one row holding several samples
+    # a transformers that neither runs sdpa_varlen nor masks packed rows: packing is off, with a warning
+    monkeypatch.setattr(varlen, "register", lambda: False)
+    monkeypatch.setattr(varlen, "masks_packed_rows", lambda: False)
+    with caplog.at_level("WARNING"):
+        off = _run(tmp_path, tiny_base, color_data, "off", packing=True)
+    assert off == plain and "--data.packing is off" in caplog.text
 
 
 def test_cache_of_another_encoder_is_refused_and_corrupt_shards_are_named(tmp_path, tiny_base, color_data):
