@@ -1,14 +1,16 @@
 """CPU roofline: achieved model FLOP/s of a training step as a fraction of this machine's measured fp32 GEMM peak.
 
-``python benchmarks/roofline.py`` (a 0.1B-class LLaMA-shaped LLM with a CLIP ViT-B/32-shaped encoder; 3.5 minutes on
-2 shared cores at load average 1.6-3, plus data preparation) measures, for 1 and for 2 torch threads:
+``python benchmarks/roofline.py`` (a 0.1B-class LLaMA-shaped LLM with a CLIP ViT-B/32-shaped encoder, on the public
+SciCap and ScienceQA records of ``../shared/data`` with their real length spread; about 15 minutes on 2 shared cores,
+1 torch thread; ``--threads 1,2`` adds 2 threads) measures:
 
 - the fp32 GEMM peak: ``torch.mm`` at the shapes the model's matrix products use and at a large square shape, timed
   in a subprocess with the same thread count as the training step; the peak is the best of them;
 - the model FLOPs of each timed step, counted analytically per sample (`sample_flops`) and checked against torch's
   FLOP counter (`torch.utils.flop_counter.FlopCounterMode`) on a real forward and backward of a few samples;
-- the training step of scitune and of the HF baseline (HF Trainer + ``LlavaForConditionalGeneration``, from
-  ``train_throughput.py``) on the same model, data and global batches, for align and finetune.
+- the training step of the HF baseline (HF Trainer + ``LlavaForConditionalGeneration``, from
+  ``train_throughput.py``), of scitune, and of scitune with ``--data.packing`` on the same model, data and global
+  batches, for align and finetune.
 
 It reports model FLOPs per CPU-second as a fraction of the GEMM peak per CPU-second (CPU time, so that other jobs on
 a shared machine do not count), and scitune's samples per CPU-second against the baseline's. ``--profile tiny`` runs
@@ -287,9 +289,9 @@ def print_table(peaks: dict[int, dict], rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="cpu (default) or tiny (seconds)")
-    ap.add_argument("--threads", default="1,2", help="torch thread counts to measure, comma-separated")
+    ap.add_argument("--threads", default="1", help="torch thread counts to measure, comma-separated (e.g. 1,2)")
     ap.add_argument("--stages", default="align,finetune", help="comma-separated subset of align,finetune")
-    ap.add_argument("--systems", default="hf,scitune",
+    ap.add_argument("--systems", default="hf,scitune,scitune-pack",
                     help=f"comma-separated, of {','.join(SYSTEMS)} (scitune-pack: --data.packing)")  # fmt: skip
     ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps per configuration")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (>= 1)")
