@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -505,6 +506,7 @@ def measure(prof: Profile, work: Path, paths: dict, meta: dict[str, Any], repeat
                 cache_s[job["stage"]] = round(build_cache(work, paths, job["stage"], prof.device), 2)
             job.update(paths=paths, profile=asdict(prof), threads=threads)
             job["cache_dir"] = str(work / f"cache-{job['stage']}") if job["cache"] else None
+            shutil.rmtree(work / f"run{k}", ignore_errors=True)  # the last round's run: scitune won't overwrite it
             runs[k].append({**spawn(job, work, k), "load_avg_1m": os.getloadavg()[0]})
             rate = summarize(job, runs[k][-1:], prof, meta)["samples_per_s"]
             print(f"round {rnd + 1}: {job['stage']:9s} {job['system']:10s} packing={job['packing']!s:5s} "

@@ -112,6 +112,28 @@ def test_throughput_pair_is_the_baseline_and_plain_scitune_per_stage():
     assert len(tt.jobs(("align", "finetune"), True)) == 14  # the full grid is unchanged
 
 
+def test_repeated_rounds_start_each_run_in_an_empty_folder(tmp_path):
+    """scitune refuses to train over a finished run, so round 2 must not find round 1's run folder."""
+    tt = _load("train_throughput")
+    found = []
+
+    def spawn(job, work, k):
+        run = work / f"run{k}"
+        found.append(run.exists())
+        (run / "final").mkdir(parents=True)
+        return {"stamps": [(0.0, 0.0), (1.0, 1.0)], "losses": [2.0], "lengths": [10, 12], "memory_mb": 1.0,
+                "peak_rss_mb": 2.0}  # fmt: skip
+
+    prof = tt.Profile(**{**tt.asdict(tt.TINY), "stages": ("finetune",), "warmup": 1, "steps": 1})
+    meta = {"lengths": {"finetune": [10, 12]}, "peak_tflops": None}
+    tt.spawn, real_spawn = spawn, tt.spawn
+    try:
+        rows = tt.measure(prof, tmp_path, {}, meta, repeats=2, threads=1, compiled=False, configs="pair")
+    finally:
+        tt.spawn = real_spawn
+    assert found == [False, False, False, False] and len(rows) == 2
+
+
 @pytest.mark.slow  # 12 Python processes (pytest, 4 throughput runs, 4 max_model trials, ...): ~3 min on 2 busy cores
 def test_dry_run_passes_and_writes_every_section(tmp_path):
     out = tmp_path / "x.json"
