@@ -51,19 +51,25 @@ def sdpa_varlen_forward(
 
     cu = kwargs.pop("cu_seq_lens_q", None)
     batch, heads, length, dim = query.shape
-    if cu is None or key.shape[2] != length or int(cu[-1]) != batch * length or not getattr(module, "is_causal", True):
+    bounds = cu.tolist() if cu is not None else [0]
+    if bounds[-1] != batch * length or key.shape[2] != length or not getattr(module, "is_causal", True):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
+    window = kwargs.get("sliding_window")
 
     def flat(t: torch.Tensor) -> torch.Tensor:  # (B, H, L, D) -> (1, H, B * L, D)
         return t.transpose(0, 1).reshape(1, t.shape[1], -1, t.shape[3])
 
+    def causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n = q.shape[2]
+        if not window or n <= window:
+            return sdpa_attention_forward(module, q, k, v, None, dropout, scaling, True)[0]
+        i = torch.arange(n, device=q.device)  # a sliding window (Mistral-style): key within `window` before the query
+        band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
+        return sdpa_attention_forward(module, q, k, v, band[None, None], dropout, scaling, False)[0]
+
     q, k, v = flat(query), flat(key), flat(value)
-    bounds = cu.tolist()
-    parts = [
-        sdpa_attention_forward(module, q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, dropout, scaling, True)[0]
-        for a, b in zip(bounds[:-1], bounds[1:])
-        if b > a
-    ]
+    spans = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    parts = [causal(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b]) for a, b in spans]
     return torch.cat(parts, dim=1).reshape(batch, length, heads, dim), None
 
 
