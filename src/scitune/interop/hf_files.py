@@ -120,7 +120,7 @@ def write_processor_files(hf_processor: Any, folder: Path) -> None:
         del tc["extra_special_tokens"]
         tc["additional_special_tokens"] = list(dict.fromkeys([*tc.get("additional_special_tokens", []), *extra]))
     # 4.x's PreTrainedTokenizerFast would also return token_type_ids, which generate() refuses for LLaVA
-    tc["model_input_names"] = list(hf_processor.tokenizer.model_input_names)
+    tc["model_input_names"] = [n for n in hf_processor.tokenizer.model_input_names if n != "token_type_ids"]
     tc["chat_template"] = jinja
     write_json(path, tc)
     write_json(folder / "chat_template.json", {"chat_template": jinja})

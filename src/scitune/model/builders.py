@@ -106,7 +106,12 @@ def tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):
     )
     tok.train_from_iterator(corpus or _TINY_CORPUS, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_input_names=["input_ids", "attention_mask"],  # as LLaMA's; 4.x's default adds token_type_ids
     )
     fast.add_special_tokens({"additional_special_tokens": [DEFAULT_IMAGE_TOKEN]})
     fast.chat_template = TINY_CHAT_TEMPLATE

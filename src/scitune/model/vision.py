@@ -105,7 +105,7 @@ class VisionEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
-        out = self.model(pixel_values.to(dtype), output_hidden_states=True, return_dict=True)
+        out = self.model(pixel_values.to(dtype), output_hidden_states=True)  # a ModelOutput by default
         feats = out.hidden_states[self.feature_layer]  # (B, 1 + P, D) with CLS, (B, P, D) without
         if feats.ndim == 4:  # a CNN feature map (B, C, H, W) -> a grid of H*W tokens (B, H*W, C)
             feats = feats.flatten(2).transpose(1, 2)

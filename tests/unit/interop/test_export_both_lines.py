@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from exportkit import (
     CONVERSATION,
     QUESTION,
@@ -134,7 +135,7 @@ LINES = ["old_line", "new_line"]
 @pytest.mark.parametrize("line", LINES)
 def test_every_auto_class_loads_the_export_and_no_weight_is_reinitialised(line, request, exports):
     results = request.getfixturevalue(line)
-    want_major = "4" if line == "old_line" else "5"
+    want_major = "4" if line == "old_line" else transformers.__version__.split(".")[0]  # this process's (5 in CI)
     for name, (report, _) in results.items():
         assert report["transformers"].split(".")[0] == want_major
         assert report["loading"] == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}, name

@@ -62,7 +62,11 @@ def test_grid_choice_and_unpadding_agree_with_transformers():
     ],
 )
 def test_token_count_rule_equals_llava_next_processor(grids, tile, patch):
-    from transformers import CLIPImageProcessorPil, LlavaNextProcessor
+    import transformers
+    from transformers import LlavaNextProcessor
+
+    # the PIL image processor: CLIPImageProcessorPil on transformers 5, CLIPImageProcessor on 4.x
+    CLIPImageProcessorPil = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
 
     from scitune.interop.hf_llava_next import hf_next_image_processor
 
