@@ -8,8 +8,10 @@ FlashAttention's varlen kernel does on GPU. The spans come from ``cu_seq_lens_q`
 cumulative sample lengths over the flattened rows), which `packed_kwargs` builds from the packed position ids and
 transformers passes down to every attention layer. Without them (padded batches, generation), it is plain SDPA.
 
-The mask transformers builds from the restarting position ids is still passed, and still correct: a model whose
-layers do not pass the keywords on to attention gets the masked result instead of a wrong one.
+From transformers 4.53 on, the block-diagonal mask transformers builds from the restarting position ids is still
+passed, and still correct: a model whose layers did not pass the keywords on would get the masked result, not a wrong
+one. Before 4.53 no such mask exists, which is why the trainer packs only where packing is exact
+(`scitune.train.batches.packing_is_exact`).
 """
 
 from __future__ import annotations
