@@ -56,9 +56,13 @@ def packed_row_length(cfg: RunConfig, per_sample_attention: bool = False) -> int
     but a row's attention, computed over the whole row under a block-diagonal mask, is never larger than the padded
     batch's.
     """
-    if per_sample_attention or (cfg.model.llm.attn_implementation or "").startswith("flash_attention"):
+    if per_sample_attention or _flash(cfg):
         return cfg.data.max_length * cfg.train.micro_batch_size
     return None
+
+
+def _flash(cfg: RunConfig) -> bool:
+    return (cfg.model.llm.attn_implementation or "").startswith("flash_attention")
 
 
 def packing_is_exact(cfg: RunConfig, per_sample_attention: bool) -> bool:
@@ -66,8 +70,7 @@ def packing_is_exact(cfg: RunConfig, per_sample_attention: bool) -> bool:
     sample, or a transformers that masks packed rows (`scitune.model.varlen.masks_packed_rows`)."""
     from scitune.model.varlen import masks_packed_rows
 
-    flash = (cfg.model.llm.attn_implementation or "").startswith("flash_attention")
-    return per_sample_attention or flash or masks_packed_rows()
+    return per_sample_attention or _flash(cfg) or masks_packed_rows()
 
 
 def collate_batch(items: list[dict[str, Any]], pad: int, packing: bool, row_length: int | None) -> dict[str, Any]:
