@@ -56,7 +56,7 @@ def real_records(work: Path) -> dict[str, tuple[list[dict[str, Any]], Path]]:
 def prepare_real(work: Path, prof, build_models, model_config) -> dict[str, Any]:
     """Write align/finetune records (those that fit ``prof.max_length``), train the BPE and build the random models
     (``build_models(work, prof, texts)`` of train_throughput.py); returns the paths as `train_throughput.prepare`."""
-    from scitune.data.dataset import validate_file
+    from scitune.data.dataset import _line_of, validate_file
     from scitune.io import write_jsonl
     from scitune.loader import build
 
@@ -68,11 +68,11 @@ def prepare_real(work: Path, prof, build_models, model_config) -> dict[str, Any]
         raw = work / f"{stage}-all.jsonl"
         write_jsonl(raw, records)
         samples, report = validate_file(raw, processor, root, prof.max_length)
-        too_long = {int(p.location.rsplit(":", 1)[-1]) - 1 for p in report.problems if "max_length" in p.message}
+        too_long = {_line_of(p.location) - 1 for p in report.problems if "max_length" in p.message}
         if len(too_long) != len(report.problems):
             raise SystemExit(report.summary())
         kept = [r for i, r in enumerate(records) if i not in too_long]
         write_jsonl(work / f"{stage}.jsonl", kept)
         paths[stage] = {"data": str(work / f"{stage}.jsonl"), "image_root": str(root), "records": len(kept),
-                        "left_out_too_long": len(too_long), "source": str(ALIGN if stage == "align" else FINETUNE[0])}  # fmt: skip
+                        "left_out_too_long": len(too_long), "source": [str(p) for p in ([ALIGN] if stage == "align" else FINETUNE)]}  # fmt: skip
     return paths
